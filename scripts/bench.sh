@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the benchmarks (bench/) against the project's servers: installs the
+# workspace, starts the servers (scripts/services.sh), passes arguments on.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$PWD/.tmp/bin:$PATH"   # pnpm shim, if setup.sh needed one
+bash scripts/setup.sh
+bash scripts/services.sh
+while IFS='=' read -r key value; do
+  [ -n "$key" ] || continue
+  if [ -z "${!key:-}" ]; then export "$key=$value"; fi
+done <.tmp/services.env
+# Arguments go to the package's start script as they are (pnpm would pass a
+# literal "--" on to the program).
+exec pnpm --fail-if-no-match --filter @machinery-ts/bench start "$@"
