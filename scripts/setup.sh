@@ -11,7 +11,7 @@ log() { printf 'setup: %s\n' "$*"; }
 pnpm_cmd=(pnpm)
 if [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]; then
   log "installing pnpm@$PNPM_VERSION with npm"
-  if npm install -g --no-fund --no-audit --loglevel=error "pnpm@$PNPM_VERSION" >/dev/null \
+  if timeout 300 npm install -g --no-fund --no-audit --loglevel=error "pnpm@$PNPM_VERSION" >/dev/null \
     && hash -r && [ "$(pnpm --version 2>/dev/null || true)" = "$PNPM_VERSION" ]; then
     :
   else
