@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 // The SDK warns about Node 20 support on load; that is noise here.
 process.removeAllListeners('warning');
-process.on('warning', (w) => { if (w.name !== 'NodeVersionSupportWarning') console.warn(w); });
+process.on('warning', (w) => { if (!String(w.message).includes('NodeVersionSupportWarning') && w.name !== 'NodeVersionSupportWarning') console.warn(w); });
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(join(root, 'packages/broker-sqs/package.json'));
