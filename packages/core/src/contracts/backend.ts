@@ -1,0 +1,102 @@
+import type { GroupMeta, TaskResult, TaskState, TaskStateName } from '../message/signature.js';
+
+/**
+ * # The Backend contract
+ *
+ * A result backend stores task states and group metadata in Go Machinery's documents
+ * (§2.2 of the reference, or the store's own Go layout such as Mongo's bson fields), so
+ * Go and TypeScript read each other's results.
+ *
+ * ## What every adapter guarantees
+ *
+ * 1. **Go's documents and keys**, per store. Task state key = task UUID, group key =
+ *    group UUID, unless the store's Go layout says otherwise.
+ * 2. **Merged writes.** `setState` keeps `TaskName` and `CreatedAt` from the existing
+ *    document (PENDING sets them). The read-merge-write is atomic where the store can make
+ *    it so (Lua, CAS, `findOneAndUpdate`); a state is never half written.
+ * 3. **Expiry.** Every write applies `resultsExpireIn` seconds the store's way (Go's
+ *    3600 when 0). An expired state reads as `null`, never as an error.
+ * 4. **The chord step is atomic.** `triggerChord` lets exactly one caller through per
+ *    group, across processes and machines, however many complete members race — no global
+ *    lock, no read-then-write window.
+ * 5. **Group order.** `groupTaskStates` returns states in `TaskUUIDs` order.
+ * 6. **Errors are errors.** A store outage rejects; it is never reported as "no state".
+ *
+ * ## What is left out on purpose
+ *
+ * - Durability beyond the store's own (memcached may evict a state; that adapter says so).
+ * - Transactions across documents, apart from the chord step.
+ * - Listing or searching tasks.
+ * - Waiting is optional: `waitForState` exists where the store can notify; otherwise
+ *   `AsyncResult` polls with back-off.
+ */
+export interface Backend {
+  readonly capabilities: BackendCapabilities;
+
+  /** Writes one state, merging `TaskName`/`CreatedAt` from the stored document. */
+  setState(update: StateUpdate): Promise<void>;
+
+  /** The stored state, or `null` when there is none (never written, expired, purged). */
+  getState(taskUUID: string): Promise<TaskState | null>;
+
+  /** Records a group's members in order; `ChordTriggered` starts false. */
+  initGroup(groupUUID: string, taskUUIDs: readonly string[]): Promise<void>;
+
+  getGroupMeta(groupUUID: string): Promise<GroupMeta | null>;
+
+  /** Member states in group order; a missing member state is `null` in its slot. */
+  groupTaskStates(groupUUID: string, count: number): Promise<(TaskState | null)[]>;
+
+  /**
+   * The atomic "group completed + chord trigger" step.
+   * - `{ when: 'complete', count }`: fires only when all `count` members are completed
+   *   (SUCCESS or FAILURE) and the chord has not fired; returns the member states.
+   * - `{ when: 'now' }`: fires if the chord has not fired, whatever the members say
+   *   (used when a member fails for good, so the chord result records the failure).
+   * Exactly one caller per group ever gets `fired: true`.
+   */
+  triggerChord(groupUUID: string, mode: ChordTriggerMode): Promise<ChordTriggerResult>;
+
+  /** Undoes a fired trigger when the callback could not be published, so a retry can fire it. */
+  resetChordTrigger(groupUUID: string): Promise<void>;
+
+  /**
+   * Resolves with the state once it is completed (or changes, at the adapter's choice;
+   * callers re-check), or `null` at the deadline or when `signal` aborts. Present only
+   * when `capabilities.waitForState` is true.
+   */
+  waitForState?(taskUUID: string, options: WaitOptions): Promise<TaskState | null>;
+
+  purgeState(taskUUID: string): Promise<void>;
+  purgeGroupMeta(groupUUID: string): Promise<void>;
+
+  /** Releases connections this adapter opened. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface BackendCapabilities {
+  /** `waitForState` is implemented without busy polling. */
+  readonly waitForState: boolean;
+  /** States can vanish before they expire (cache eviction). */
+  readonly mayEvict: boolean;
+}
+
+export interface StateUpdate {
+  readonly taskUUID: string;
+  /** Written with PENDING; later states keep the stored name when this is empty. */
+  readonly taskName: string;
+  readonly state: TaskStateName;
+  readonly results?: readonly TaskResult[] | null;
+  readonly error?: string;
+}
+
+export type ChordTriggerMode = { readonly when: 'complete'; readonly count: number } | { readonly when: 'now' };
+
+export type ChordTriggerResult =
+  | { readonly fired: true; readonly states: readonly (TaskState | null)[] }
+  | { readonly fired: false; readonly reason: 'incomplete' | 'already-triggered' | 'no-group' };
+
+export interface WaitOptions {
+  readonly timeoutMs: number;
+  readonly signal?: AbortSignal;
+}

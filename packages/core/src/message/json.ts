@@ -1,0 +1,60 @@
+import { parse as losslessParse, parseNumberAndBigInt, stringify as losslessStringify } from 'lossless-json';
+import { MalformedMessageError } from '../errors.js';
+
+/**
+ * JSON that keeps integers exact. Numbers that fit a double stay `number`;
+ * integers beyond 2^53 become `bigint`. `JSON.parse` is used whenever the text
+ * holds no digit run long enough to lose precision, which is almost always.
+ */
+
+const LONG_DIGIT_RUN = /\d{16}/;
+const FORBIDDEN_KEY = /"(?:__proto__|constructor|prototype)"\s*:/;
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+export function parseExactJson(text: string): unknown {
+  let value: unknown;
+  try {
+    value = LONG_DIGIT_RUN.test(text)
+      ? losslessParse(text, null, {
+          parseNumber: parseNumberAndBigInt,
+          // Go keeps the last of duplicate keys; so do we.
+          onDuplicateKey: ({ newValue }) => newValue,
+        })
+      : JSON.parse(text);
+  } catch (err) {
+    throw new MalformedMessageError(`invalid JSON (${(err as Error).message})`, { cause: err });
+  }
+  // The regex only shortlists: a forbidden key inside a string value matches too,
+  // so the parsed value is walked before rejecting.
+  if (FORBIDDEN_KEY.test(text)) {
+    const found = findForbiddenKey(value);
+    if (found) throw new MalformedMessageError(`forbidden key "${found}"`);
+  }
+  return value;
+}
+
+function findForbiddenKey(value: unknown): string | undefined {
+  if (Array.isArray(value)) {
+    for (const item of value) {
+      const found = findForbiddenKey(item);
+      if (found) return found;
+    }
+  } else if (value !== null && typeof value === 'object') {
+    for (const key of Object.keys(value)) {
+      if (FORBIDDEN_KEYS.has(key)) return key;
+      const found = findForbiddenKey((value as Record<string, unknown>)[key]);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+/** Compact JSON; `bigint` values are written as exact integer literals. */
+export function stringifyExactJson(value: unknown): string {
+  try {
+    return JSON.stringify(value);
+  } catch (err) {
+    if (!(err instanceof TypeError) || !/BigInt/i.test(err.message)) throw err;
+    return losslessStringify(value) ?? 'null';
+  }
+}
