@@ -10,3 +10,8 @@ export * from './message/time.js';
 export * from './memory/memory-broker.js';
 export * from './memory/memory-backend.js';
 export * from './memory/memory-lock.js';
+export * from './task.js';
+export * from './async-result.js';
+export * from './workflow.js';
+export * from './server.js';
+export * from './worker.js';

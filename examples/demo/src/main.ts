@@ -1,0 +1,86 @@
+// The machinery-ts demo on the in-memory default: no servers needed.
+import { RetryTaskLater, Server, arg, chain, chord, defineTask, group, newSignature } from '@machinery-ts/core';
+
+const sum = defineTask({
+  name: 'sum',
+  args: ['[]int64'],
+  results: ['int64'],
+  run: ([xs]) => xs.reduce((a, b) => a + b, 0n),
+});
+const add = defineTask({
+  name: 'add',
+  args: ['int64', 'int64'],
+  results: ['int64'],
+  run: ([a, b]) => a + b,
+});
+const multiply = defineTask({
+  name: 'multiply',
+  args: ['int64', 'int64'],
+  results: ['int64'],
+  run: ([a, b]) => a * b,
+});
+
+let flakyCalls = 0;
+const server = new Server();
+server.registerTask(sum);
+server.registerTask(add);
+server.registerTask(multiply);
+// Fails twice, then succeeds: RetryTaskLater asks for another run after 200 ms.
+server.registerTask('flaky', () => {
+  flakyCalls += 1;
+  if (flakyCalls < 3) throw new RetryTaskLater(200, `attempt ${flakyCalls} failed`);
+  return `succeeded on attempt ${flakyCalls}`;
+});
+
+const worker = server.newWorker({ concurrency: 4, handleSignals: false, onPreTask: () => undefined });
+await worker.start();
+
+const int64s = Array.from({ length: 10 }, (_, i) => BigInt(i + 1));
+const r1 = await server.sendTask({ Name: 'sum', Args: [arg('[]int64', int64s)] });
+console.log('sum(1..10)       =', String((await r1.get({ timeoutMs: 5000 }))[0]));
+
+const r2 = await server.sendTask({ Name: 'add', Args: [arg('int64', 2n), arg('int64', 3n)] });
+console.log('add(2, 3)        =', String((await r2.get({ timeoutMs: 5000 }))[0]));
+
+const r3 = await server.sendTask({ Name: 'flaky' });
+console.log('flaky (retried)  =', (await r3.get({ timeoutMs: 5000 }))[0]);
+
+const eta = new Date(Date.now() + 500).toISOString();
+const started = Date.now();
+const r4 = await server.sendTask({ Name: 'add', ETA: eta, Args: [arg('int64', 40n), arg('int64', 2n)] });
+const etaResult = (await r4.get({ timeoutMs: 5000 }))[0];
+console.log(`add(40, 2) at ETA = ${String(etaResult)} (ran after ${Date.now() - started} ms, ETA was 500 ms)`);
+
+const g = group(
+  newSignature({ Name: 'add', Args: [arg('int64', 1n), arg('int64', 1n)] }),
+  newSignature({ Name: 'add', Args: [arg('int64', 2n), arg('int64', 2n)] }),
+  newSignature({ Name: 'add', Args: [arg('int64', 3n), arg('int64', 3n)] }),
+);
+const members = await server.sendGroup(g);
+const groupValues = await Promise.all(members.map(async (m) => String((await m.get({ timeoutMs: 5000 }))[0])));
+console.log('group add(n, n)  =', groupValues.join(', '));
+
+// The callback receives every member's result appended to its own args: sum of [1+1, 2+2, 3+3].
+const c = chord(
+  group(
+    newSignature({ Name: 'add', Args: [arg('int64', 1n), arg('int64', 1n)] }),
+    newSignature({ Name: 'add', Args: [arg('int64', 2n), arg('int64', 2n)] }),
+    newSignature({ Name: 'add', Args: [arg('int64', 3n), arg('int64', 3n)] }),
+  ),
+  newSignature({ Name: 'add3', Args: [arg('int64', 100n)] }),
+);
+server.registerTask('add3', ([a, b, c2, d]) => (a as bigint) + (b as bigint) + (c2 as bigint) + (d as bigint));
+const chordResult = await server.sendChord(c);
+console.log('chord 100+2+4+6  =', String((await chordResult.get({ timeoutMs: 5000 }))[0]));
+
+// Go's README example: multiply(4, add(5, 5, add(1, 1)))... here add(1,1) → add(5, 2) → multiply(4, 7).
+const ch = chain(
+  newSignature({ Name: 'add', Args: [arg('int64', 1n), arg('int64', 1n)] }),
+  newSignature({ Name: 'add', Args: [arg('int64', 5n)] }),
+  newSignature({ Name: 'multiply', Args: [arg('int64', 4n)] }),
+);
+const chainResult = await server.sendChain(ch);
+console.log('chain 4*(5+(1+1)) =', String((await chainResult.get({ timeoutMs: 5000 }))[0]));
+
+await worker.stop();
+await server.close();

@@ -1,0 +1,152 @@
+import { AsyncResult, type GetOptions, waitCompleted } from './async-result.js';
+import type { Backend } from './contracts/backend.js';
+import type { Broker } from './contracts/broker.js';
+import type { Lock } from './contracts/lock.js';
+import { MachineryError } from './errors.js';
+import { type Signature, type SignatureInit, TaskStates, newSignature, newTaskUUID } from './message/signature.js';
+import { MemoryBackend } from './memory/memory-backend.js';
+import { MemoryBroker } from './memory/memory-broker.js';
+import { MemoryLock } from './memory/memory-lock.js';
+import { type RegisteredTask, type TaskDefinition, type TaskHandler, toRegistered } from './task.js';
+import { Worker, type WorkerOptions } from './worker.js';
+import { type Chain, type Chord, type Group } from './workflow.js';
+
+export interface ServerOptions {
+  /** @default a private MemoryBroker */
+  readonly broker?: Broker;
+  /** @default a private MemoryBackend */
+  readonly backend?: Backend;
+  /** @default a private MemoryLock */
+  readonly lock?: Lock;
+  /** Queue of tasks without a routing key. @default 'machinery_tasks' */
+  readonly defaultQueue?: string;
+}
+
+/**
+ * Holds the transports and the task registry; sends tasks and workflows and makes workers.
+ * The adapters it was given are closed by `close()`.
+ */
+export class Server {
+  readonly broker: Broker;
+  readonly backend: Backend;
+  readonly lock: Lock;
+  readonly defaultQueue: string;
+  readonly #tasks = new Map<string, RegisteredTask>();
+
+  constructor(options: ServerOptions = {}) {
+    this.defaultQueue = options.defaultQueue ?? 'machinery_tasks';
+    this.broker = options.broker ?? new MemoryBroker({ defaultQueue: this.defaultQueue });
+    this.backend = options.backend ?? new MemoryBackend();
+    this.lock = options.lock ?? new MemoryLock();
+  }
+
+  registerTask(name: string, task: TaskHandler): void;
+  registerTask(task: TaskDefinition): void;
+  registerTask(nameOrDef: string | TaskDefinition, task?: TaskHandler): void {
+    if (typeof nameOrDef === 'string') {
+      if (typeof task !== 'function') throw new MachineryError('CONFIG', `task ${nameOrDef}: the handler must be a function`);
+      this.#tasks.set(nameOrDef, toRegistered(nameOrDef, task));
+    } else {
+      this.#tasks.set(nameOrDef.name, toRegistered(nameOrDef.name, nameOrDef));
+    }
+  }
+
+  registerTasks(tasks: Record<string, TaskHandler | TaskDefinition>): void {
+    for (const [name, task] of Object.entries(tasks)) {
+      this.#tasks.set(name, toRegistered(name, task));
+    }
+  }
+
+  getTask(name: string): RegisteredTask | undefined {
+    return this.#tasks.get(name);
+  }
+
+  isTaskRegistered(name: string): boolean {
+    return this.#tasks.has(name);
+  }
+
+  /** Writes PENDING, then publishes (Go's order, so a fast worker never finds no state). */
+  async sendTask<R extends unknown[] = unknown[]>(signature: Signature | SignatureInit): Promise<AsyncResult<R>> {
+    const sig = 'Headers' in signature && 'OnSuccess' in signature ? (signature as Signature) : newSignature(signature);
+    if (!sig.UUID) sig.UUID = newTaskUUID();
+    if (!sig.Headers) sig.Headers = {};
+    try {
+      await this.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.PENDING });
+    } catch (err) {
+      throw new MachineryError('TASK_FAILED', `Set state pending error: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      await this.broker.publish(sig);
+    } catch (err) {
+      throw new MachineryError('TASK_FAILED', `Publish message error: ${(err as Error).message}`, { cause: err });
+    }
+    return new AsyncResult<R>(sig.UUID, this.backend);
+  }
+
+  /** Sends every group task, at most `concurrency` publishes at once (0 = all at once). */
+  async sendGroup(g: Group, options: { concurrency?: number } = {}): Promise<AsyncResult[]> {
+    await this.backend.initGroup(g.groupUUID, g.tasks.map((t) => t.UUID));
+    const limit = options.concurrency && options.concurrency > 0 ? options.concurrency : g.tasks.length;
+    const results: AsyncResult[] = new Array(g.tasks.length);
+    let next = 0;
+    // Unlike Go, a failed publish does not return while others are still in flight.
+    const runners = Array.from({ length: Math.min(limit, g.tasks.length) }, async () => {
+      for (let i = next++; i < g.tasks.length; i = next++) {
+        results[i] = await this.sendTask(g.tasks[i] as Signature);
+      }
+    });
+    await Promise.all(runners);
+    return results;
+  }
+
+  async sendChord<R extends unknown[] = unknown[]>(c: Chord, options: { concurrency?: number } = {}): Promise<ChordAsyncResult<R>> {
+    const members = await this.sendGroup(c.group, options);
+    return new ChordAsyncResult<R>(members, new AsyncResult<R>(c.callback.UUID, this.backend));
+  }
+
+  async sendChain<R extends unknown[] = unknown[]>(c: Chain): Promise<ChainAsyncResult<R>> {
+    const first = c.tasks[0];
+    if (!first) throw new MachineryError('CONFIG', 'a chain needs at least one task');
+    await this.sendTask(first);
+    return new ChainAsyncResult<R>(c.tasks.map((t) => new AsyncResult(t.UUID, this.backend)));
+  }
+
+  newWorker(options: WorkerOptions = {}): Worker {
+    return new Worker(this, options);
+  }
+
+  async close(): Promise<void> {
+    const results = await Promise.allSettled([this.broker.close(), this.backend.close(), this.lock.close()]);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+}
+
+/** Waits for every member, then the callback; a failed member rejects at once with its error. */
+export class ChordAsyncResult<R extends unknown[] = unknown[]> {
+  constructor(readonly members: readonly AsyncResult[], readonly callback: AsyncResult<R>) {}
+
+  async get(options: GetOptions = {}): Promise<R> {
+    const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+    const left = (): GetOptions => ({ ...options, timeoutMs: Math.max(1, deadline - Date.now()) });
+    // The callback's own state carries a member's failure (the worker records it there).
+    const callbackState = waitCompleted(this.callback.backend, this.callback.taskUUID, left());
+    const memberFailure = Promise.all(this.members.map((m) => m.get(left()))).then(() => callbackState);
+    callbackState.catch(() => undefined);
+    memberFailure.catch(() => undefined);
+    const state = await Promise.race([callbackState, memberFailure]);
+    return AsyncResult.unwrap(state) as R;
+  }
+}
+
+/** Waits for each link in order; resolves with the last link's results. */
+export class ChainAsyncResult<R extends unknown[] = unknown[]> {
+  constructor(readonly links: readonly AsyncResult[]) {}
+
+  async get(options: GetOptions = {}): Promise<R> {
+    const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+    let last: unknown[] = [];
+    for (const link of this.links) last = await link.get({ ...options, timeoutMs: Math.max(1, deadline - Date.now()) });
+    return last as R;
+  }
+}

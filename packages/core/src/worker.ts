@@ -1,0 +1,377 @@
+import type { Delivery, Outcome, Subscription } from './contracts/broker.js';
+import {
+  MalformedMessageError,
+  PayloadTooLargeError,
+  RetryTaskLater,
+  TaskTimeoutError,
+  UnknownTaskError,
+  UnrecoverableError,
+  errorText,
+} from './errors.js';
+import { decodeSignature, sniffTaskUUID } from './message/codec.js';
+import { argsFromWire, resultsToWire } from './message/reflect.js';
+import { type Arg, type Signature, type TaskResult, TaskStates, copySignature } from './message/signature.js';
+import { formatRfc3339Nano, parseRfc3339 } from './message/time.js';
+import type { Server } from './server.js';
+import { MultipleResults, type RegisteredTask } from './task.js';
+
+export interface WorkerOptions {
+  /** Name in logs and transport listings. @default 'machinery-ts-worker' */
+  readonly consumerTag?: string;
+  /** Tasks run at once. @default 10 */
+  readonly concurrency?: number;
+  /** Deliveries held beyond `concurrency`, ready to start. @default 1 */
+  readonly readAhead?: number;
+  /** Queue to consume (Go's custom queue). @default the server's default queue */
+  readonly queue?: string;
+  /** Per-task deadline when the signature sets none; 0 = none. @default 0 */
+  readonly taskTimeoutMs?: number;
+  /** Longest Fibonacci retry delay, before jitter. @default 3600000 */
+  readonly maxRetryDelayMs?: number;
+  /** Longest delay a task may ask for with `RetryTaskLater`. @default 86400000 */
+  readonly maxRetryLaterMs?: number;
+  /** Messages larger than this are dead-lettered unread. @default 1048576 */
+  readonly maxPayloadBytes?: number;
+  /** Times an unknown task is handed back (with growing delays) before it is dead-lettered. @default 5 */
+  readonly unknownTaskRequeues?: number;
+  /** Install SIGINT/SIGTERM handlers in `launch()`. @default true */
+  readonly handleSignals?: boolean;
+  readonly onPreTask?: (signature: Signature) => void | Promise<void>;
+  readonly onPostTask?: (signature: Signature) => void | Promise<void>;
+  /** Final task failures and transport errors. Without it they go to `console.error`. */
+  readonly onError?: (error: Error, signature?: Signature) => void;
+}
+
+const FIB_CACHE = [1, 1];
+/** Go's `FibonacciNext`: the smallest Fibonacci number strictly greater than `n`. */
+export function fibonacciNext(n: number): number {
+  let i = 0;
+  for (;;) {
+    while (FIB_CACHE.length <= i) FIB_CACHE.push((FIB_CACHE.at(-1) as number) + (FIB_CACHE.at(-2) as number));
+    const f = FIB_CACHE[i] as number;
+    if (f > n) return f;
+    i++;
+  }
+}
+
+/**
+ * Consumes one queue and runs tasks: RECEIVED → STARTED → SUCCESS / FAILURE / RETRY,
+ * callbacks, chords, retries, and a delivery settled only after its outcome is recorded.
+ */
+export class Worker {
+  readonly #server: Server;
+  readonly #opts: Required<Omit<WorkerOptions, 'onPreTask' | 'onPostTask' | 'onError'>> & WorkerOptions;
+  readonly #waiting: Delivery[] = [];
+  readonly #running = new Set<Promise<void>>();
+  readonly #unknownSeen = new Map<string, number>();
+  #subscription: Subscription | undefined;
+  #stopping = false;
+  #stopped: Promise<void> | undefined;
+
+  constructor(server: Server, options: WorkerOptions = {}) {
+    this.#server = server;
+    this.#opts = {
+      consumerTag: 'machinery-ts-worker',
+      concurrency: 10,
+      readAhead: 1,
+      queue: server.defaultQueue,
+      taskTimeoutMs: 0,
+      maxRetryDelayMs: 3_600_000,
+      maxRetryLaterMs: 86_400_000,
+      maxPayloadBytes: 1_048_576,
+      unknownTaskRequeues: 5,
+      handleSignals: true,
+      ...options,
+    };
+    if (!(this.#opts.concurrency >= 1)) throw new RangeError(`concurrency must be at least 1, found ${this.#opts.concurrency}`);
+  }
+
+  /** Starts consuming. Resolves once the subscription is up. */
+  async start(): Promise<void> {
+    this.#subscription = await this.#server.broker.consume(this.#opts.queue, {
+      prefetch: this.#opts.concurrency + this.#opts.readAhead,
+      consumerTag: this.#opts.consumerTag,
+      onDelivery: (d) => {
+        this.#waiting.push(d);
+        this.#pump();
+      },
+      onError: (err) => this.#reportError(err),
+    });
+  }
+
+  /**
+   * Runs until SIGINT/SIGTERM: the first signal stops fetching, hands back what has not
+   * started and waits for running tasks; a second one hands back and resolves at once.
+   */
+  async launch(): Promise<void> {
+    await this.start();
+    if (!this.#opts.handleSignals) return this.#stopped ?? new Promise(() => undefined);
+    return new Promise<void>((resolve) => {
+      let signals = 0;
+      const onSignal = (): void => {
+        signals += 1;
+        if (signals === 1) void this.stop().then(done);
+        else void this.stop({ abandonRunning: true }).then(done);
+      };
+      const done = (): void => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        resolve();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+    });
+  }
+
+  /**
+   * Graceful stop: no more fetching, prefetched deliveries requeued in order, running tasks
+   * awaited (unless `abandonRunning`: their deliveries are left unsettled, so the broker
+   * redelivers them — nothing is lost either way). Idempotent.
+   */
+  stop(options: { abandonRunning?: boolean } = {}): Promise<void> {
+    this.#stopping = true;
+    const stopping = (this.#stopped ??= (async () => {
+      await this.#subscription?.stop();
+      const waiting = this.#waiting.splice(0);
+      // Requeue at the head in reverse so the queue keeps its order.
+      for (const d of waiting.reverse()) await d.settle({ kind: 'requeue' });
+    })());
+    if (options.abandonRunning) return stopping;
+    return stopping.then(async () => {
+      while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+    });
+  }
+
+  get runningCount(): number {
+    return this.#running.size;
+  }
+
+  #pump(): void {
+    while (!this.#stopping && this.#running.size < this.#opts.concurrency) {
+      const delivery = this.#waiting.shift();
+      if (!delivery) return;
+      const run: Promise<void> = this.#handle(delivery)
+        .catch((err: unknown) => this.#reportError(err as Error))
+        .finally(() => {
+          this.#running.delete(run);
+          this.#pump();
+        });
+      this.#running.add(run);
+    }
+  }
+
+  async #handle(delivery: Delivery): Promise<void> {
+    const outcome = await this.#process(delivery).catch((err: unknown): Outcome => {
+      // A state write or publish failed: the outcome is not recorded, so try again later.
+      this.#reportError(err as Error);
+      return { kind: 'retry-later', delayMs: 1000 };
+    });
+    await delivery.settle(outcome);
+  }
+
+  async #process(delivery: Delivery): Promise<Outcome> {
+    const { body } = delivery;
+    const size = Buffer.byteLength(body);
+    if (size > this.#opts.maxPayloadBytes) {
+      return this.#reject(new PayloadTooLargeError(size, this.#opts.maxPayloadBytes), body);
+    }
+    let sig: Signature;
+    try {
+      sig = decodeSignature(body);
+      if (!sig.Name) throw new MalformedMessageError('no task name');
+    } catch (err) {
+      return this.#reject(err as Error, body);
+    }
+
+    const task = this.#server.getTask(sig.Name);
+    if (!task) return this.#unknownTask(sig, delivery);
+    this.#unknownSeen.delete(sig.UUID);
+
+    // Go workers run a message with a future ETA at once; we wait for it (a foreign
+    // producer may have pushed it straight into the queue).
+    const eta = sig.ETA ? parseRfc3339(sig.ETA) : null;
+    if (eta !== null && eta - Date.now() > 50) return { kind: 'retry-later', delayMs: eta - Date.now() };
+
+    const backend = this.#server.backend;
+    await backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.RECEIVED });
+    let args: unknown[];
+    try {
+      args = argsFromWire(sig.Args);
+    } catch (err) {
+      await this.#taskFailed(sig, err as Error);
+      return { kind: 'ack' };
+    }
+    await backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.STARTED });
+    await this.#opts.onPreTask?.(sig);
+    try {
+      return await this.#run(task, sig, args, delivery);
+    } finally {
+      await this.#opts.onPostTask?.(sig);
+    }
+  }
+
+  async #run(task: RegisteredTask, sig: Signature, args: unknown[], delivery: Delivery): Promise<Outcome> {
+    const timeoutMs = this.#opts.taskTimeoutMs;
+    const controller = new AbortController();
+    const timer = timeoutMs > 0 ? setTimeout(() => controller.abort(new TaskTimeoutError(timeoutMs)), timeoutMs) : undefined;
+    const lease = this.#keepLeased(delivery);
+    let value: unknown;
+    try {
+      const running = Promise.resolve().then(() => task.handler(args, { signature: sig, signal: controller.signal, attempt: delivery.deliveryCount }));
+      value = timer
+        ? await Promise.race([
+            running,
+            new Promise((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason as Error), { once: true })),
+          ])
+        : await running;
+    } catch (err) {
+      return this.#onTaskError(sig, err);
+    } finally {
+      if (timer) clearTimeout(timer);
+      lease?.stop();
+    }
+    let results: TaskResult[];
+    try {
+      const values = value instanceof MultipleResults ? value.values : value === undefined ? [] : [value];
+      results = resultsToWire(values, task.resultTypes);
+    } catch (err) {
+      return this.#onTaskError(sig, new UnrecoverableError(`task ${sig.Name} returned a bad result: ${(err as Error).message}`));
+    }
+    await this.#taskSucceeded(sig, results);
+    return { kind: 'ack' };
+  }
+
+  /** Extends the delivery at half the broker's redelivery timeout while a task runs. */
+  #keepLeased(delivery: Delivery): { stop(): void } | undefined {
+    if (!delivery.extend) return undefined;
+    const every = Math.max(50, this.#server.broker.capabilities.redeliveryTimeoutMs / 2);
+    const t = setInterval(() => void delivery.extend?.().catch((err: unknown) => this.#reportError(err as Error)), every);
+    t.unref();
+    return { stop: () => clearInterval(t) };
+  }
+
+  async #onTaskError(sig: Signature, err: unknown): Promise<Outcome> {
+    const backend = this.#server.backend;
+    if (err instanceof RetryTaskLater) {
+      await backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.RETRY });
+      await this.#republish(sig, Math.min(Math.max(0, err.delayMs), this.#opts.maxRetryLaterMs));
+      return { kind: 'ack' };
+    }
+    if (sig.RetryCount > 0 && !(err instanceof UnrecoverableError)) {
+      await backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.RETRY });
+      const retry = copySignature(sig);
+      retry.RetryCount -= 1;
+      retry.RetryTimeout = fibonacciNext(sig.RetryTimeout);
+      const base = Math.min(retry.RetryTimeout * 1000, this.#opts.maxRetryDelayMs);
+      // Jitter (±10%) keeps a failed batch from retrying in lockstep; Go has none.
+      await this.#republish(retry, base * (0.9 + Math.random() * 0.2));
+      return { kind: 'ack' };
+    }
+    const error = err instanceof Error ? err : new Error(errorText(err));
+    await this.#taskFailed(sig, error);
+    if (sig.StopTaskDeletionOnError) return { kind: 'dead-letter', reason: `task failed: ${error.message}` };
+    return { kind: 'ack' };
+  }
+
+  async #republish(sig: Signature, delayMs: number): Promise<void> {
+    const next = copySignature(sig);
+    next.ETA = formatRfc3339Nano(Date.now() + delayMs);
+    await this.#server.sendTask(next);
+  }
+
+  async #taskSucceeded(sig: Signature, results: TaskResult[]): Promise<void> {
+    await this.#server.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results });
+    for (const cb of sig.OnSuccess ?? []) {
+      const next = copySignature(cb);
+      if (!sig.Immutable) next.Args = [...(next.Args ?? []), ...results.map(toArg)];
+      await this.#server.sendTask(next);
+    }
+    if (sig.GroupUUID && sig.ChordCallback) await this.#maybeFireChord(sig);
+  }
+
+  async #maybeFireChord(sig: Signature): Promise<void> {
+    const backend = this.#server.backend;
+    const callback = sig.ChordCallback as Signature;
+    const trigger = await backend.triggerChord(sig.GroupUUID, { when: 'complete', count: sig.GroupTaskCount });
+    if (!trigger.fired) return;
+    const failed = trigger.states.find((s) => s?.State === TaskStates.FAILURE);
+    if (failed) return this.#failChord(callback, failed.Error);
+    const next = copySignature(callback);
+    if (!callback.Immutable) {
+      next.Args = [...(next.Args ?? []), ...trigger.states.flatMap((s) => (s?.Results ?? []).map(toArg))];
+    }
+    try {
+      await this.#server.sendTask(next);
+    } catch (err) {
+      // Never Go's "flag set, callback lost" (#413): undo, so a redelivery can fire it.
+      await backend.resetChordTrigger(sig.GroupUUID);
+      throw err;
+    }
+  }
+
+  /** A member failed for good: the chord's result records it, so nobody waits forever. */
+  async #failChord(callback: Signature, error: string): Promise<void> {
+    const backend = this.#server.backend;
+    await backend.setState({ taskUUID: callback.UUID, taskName: callback.Name, state: TaskStates.FAILURE, error });
+    for (const onError of callback.OnError ?? []) await this.#sendOnError(onError, error);
+  }
+
+  async #taskFailed(sig: Signature, err: Error): Promise<void> {
+    const backend = this.#server.backend;
+    await backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.FAILURE, error: err.message });
+    this.#reportError(err, sig);
+    for (const cb of sig.OnError ?? []) await this.#sendOnError(cb, err.message);
+    if (sig.GroupUUID && sig.ChordCallback) {
+      const trigger = await backend.triggerChord(sig.GroupUUID, { when: 'now' });
+      if (trigger.fired) await this.#failChord(sig.ChordCallback, err.message);
+    }
+  }
+
+  async #sendOnError(cb: Signature, error: string): Promise<void> {
+    const next = copySignature(cb);
+    next.Args = [{ Name: '', Type: 'string', Value: error }, ...(next.Args ?? [])];
+    await this.#server.sendTask(next);
+  }
+
+  /** Malformed or oversized: FAILURE where an id can be found, then the dead-letter path. */
+  async #reject(err: Error, body: string): Promise<Outcome> {
+    this.#reportError(err);
+    const uuid = sniffTaskUUID(body);
+    if (uuid) {
+      const name = /"name"\s*:\s*"([^"\\]{1,200})"/i.exec(body)?.[1] ?? '';
+      await this.#server.backend.setState({ taskUUID: uuid, taskName: name, state: TaskStates.FAILURE, error: err.message });
+    }
+    return { kind: 'dead-letter', reason: err.message };
+  }
+
+  /**
+   * Another worker may know the task (mixed fleets), so it goes back with growing delays —
+   * never Go's hot loop (#454) — and to the dead-letter path after `unknownTaskRequeues`.
+   */
+  async #unknownTask(sig: Signature, delivery: Delivery): Promise<Outcome> {
+    const err = new UnknownTaskError(sig.Name);
+    if (sig.IgnoreWhenTaskNotRegistered) return { kind: 'ack' };
+    const key = sig.UUID || delivery.body;
+    const seen = Math.max(this.#unknownSeen.get(key) ?? 0, delivery.deliveryCount - 1) + 1;
+    if (this.#unknownSeen.size > 10_000) this.#unknownSeen.clear();
+    this.#unknownSeen.set(key, seen);
+    if (seen > this.#opts.unknownTaskRequeues) {
+      this.#unknownSeen.delete(key);
+      this.#reportError(err, sig);
+      if (sig.UUID) {
+        await this.#server.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.FAILURE, error: err.message });
+      }
+      return { kind: 'dead-letter', reason: err.message };
+    }
+    return { kind: 'retry-later', delayMs: Math.min(30_000, 100 * 2 ** (seen - 1)) };
+  }
+
+  #reportError(err: Error, sig?: Signature): void {
+    if (this.#opts.onError) this.#opts.onError(err, sig);
+    else console.error(`[machinery-ts] ${sig ? `${sig.Name} ${sig.UUID}: ` : ''}${err.message}`);
+  }
+}
+
+function toArg(r: TaskResult): Arg {
+  return { Name: '', Type: r.Type, Value: r.Value };
+}
