@@ -7,7 +7,7 @@ import { type Signature, type SignatureInit, TaskStates, newSignature, newTaskUU
 import { MemoryBackend } from './memory/memory-backend.js';
 import { MemoryBroker } from './memory/memory-broker.js';
 import { MemoryLock } from './memory/memory-lock.js';
-import { type RegisteredTask, type TaskDefinition, type TaskHandler, toRegistered } from './task.js';
+import { type RegisteredTask, type AnyTaskDefinition, type TaskHandler, toRegistered } from './task.js';
 import { Worker, type WorkerOptions } from './worker.js';
 import { type Chain, type Chord, type Group } from './workflow.js';
 
@@ -41,8 +41,8 @@ export class Server {
   }
 
   registerTask(name: string, task: TaskHandler): void;
-  registerTask(task: TaskDefinition): void;
-  registerTask(nameOrDef: string | TaskDefinition, task?: TaskHandler): void {
+  registerTask(task: AnyTaskDefinition): void;
+  registerTask(nameOrDef: string | AnyTaskDefinition, task?: TaskHandler): void {
     if (typeof nameOrDef === 'string') {
       if (typeof task !== 'function') throw new MachineryError('CONFIG', `task ${nameOrDef}: the handler must be a function`);
       this.#tasks.set(nameOrDef, toRegistered(nameOrDef, task));
@@ -51,7 +51,7 @@ export class Server {
     }
   }
 
-  registerTasks(tasks: Record<string, TaskHandler | TaskDefinition>): void {
+  registerTasks(tasks: Record<string, TaskHandler | AnyTaskDefinition>): void {
     for (const [name, task] of Object.entries(tasks)) {
       this.#tasks.set(name, toRegistered(name, task));
     }

@@ -35,6 +35,14 @@ export function defineTask<const A extends readonly GoType[], const R extends re
   return definition;
 }
 
+/** Any typed task, whatever its types: what registration accepts. */
+export interface AnyTaskDefinition {
+  readonly name: string;
+  readonly args: readonly GoType[];
+  readonly results: readonly GoType[];
+  readonly run: (args: never, ctx: TaskContext) => unknown;
+}
+
 /** How the worker holds any task, typed or not. */
 export interface RegisteredTask {
   readonly name: string;
@@ -42,7 +50,7 @@ export interface RegisteredTask {
   readonly handler: TaskHandler;
 }
 
-export function toRegistered(name: string, task: TaskHandler | TaskDefinition): RegisteredTask {
+export function toRegistered(name: string, task: TaskHandler | AnyTaskDefinition): RegisteredTask {
   if (typeof task === 'function') return { name, handler: task };
   const def = task;
   return {
