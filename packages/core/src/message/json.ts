@@ -1,4 +1,4 @@
-import { parse as losslessParse, parseNumberAndBigInt, stringify as losslessStringify } from 'lossless-json';
+import { parse as losslessParse, stringify as losslessStringify } from 'lossless-json';
 import { MalformedMessageError } from '../errors.js';
 
 /**
@@ -11,12 +11,20 @@ const LONG_DIGIT_RUN = /\d{16}/;
 const FORBIDDEN_KEY = /"(?:__proto__|constructor|prototype)"\s*:/;
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
+const INTEGER_LITERAL = /^-?\d+$/;
+
+/** A double where it is exact; a `bigint` for integer literals beyond 2^53. */
+function exactNumber(text: string): number | bigint {
+  const n = Number(text);
+  return INTEGER_LITERAL.test(text) && !Number.isSafeInteger(n) ? BigInt(text) : n;
+}
+
 export function parseExactJson(text: string): unknown {
   let value: unknown;
   try {
     value = LONG_DIGIT_RUN.test(text)
       ? losslessParse(text, null, {
-          parseNumber: parseNumberAndBigInt,
+          parseNumber: exactNumber,
           // Go keeps the last of duplicate keys; so do we.
           onDuplicateKey: ({ newValue }) => newValue,
         })
