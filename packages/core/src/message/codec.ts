@@ -128,7 +128,7 @@ function signatureFrom(value: unknown, where: string): Signature {
     throw new MalformedMessageError(`${where}.Headers must be an object or null`);
   }
   const callback = f.raw('ChordCallback');
-  return newSignature({
+  const sig = newSignature({
     UUID: f.string('UUID'),
     Name: f.string('Name'),
     RoutingKey: f.string('RoutingKey'),
@@ -149,6 +149,9 @@ function signatureFrom(value: unknown, where: string): Signature {
     StopTaskDeletionOnError: f.bool('StopTaskDeletionOnError'),
     IgnoreWhenTaskNotRegistered: f.bool('IgnoreWhenTaskNotRegistered'),
   });
+  // newSignature defaults Headers to {} as a Go producer sends; a decoded null stays null.
+  sig.Headers = (headers as Record<string, WireValue> | null | undefined) ?? null;
+  return sig;
 }
 
 function argFrom(value: unknown, where: string): Arg {

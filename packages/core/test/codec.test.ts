@@ -1,0 +1,115 @@
+import { describe, expect, it } from 'vitest';
+import {
+  MalformedMessageError,
+  ReflectArgsError,
+  arg,
+  decodeSignature,
+  decodeTaskState,
+  encodeSignature,
+  encodeTaskState,
+  fromWire,
+  newSignature,
+  newTaskUUID,
+  resultsFromWire,
+  toWire,
+} from '../src/index.js';
+
+const GO_ADD =
+  '{"UUID":"task_64ef830e-3820-4cf7-9562-b746c5ec23f1","Name":"add","RoutingKey":"machinery_tasks","ETA":null,"GroupUUID":"","GroupTaskCount":0,"Args":[{"Name":"","Type":"int64","Value":1},{"Name":"","Type":"int64","Value":1}],"Headers":{},"Priority":0,"Immutable":false,"RetryCount":0,"RetryTimeout":0,"OnSuccess":null,"OnError":null,"ChordCallback":null,"BrokerMessageGroupId":"","SQSReceiptHandle":"","StopTaskDeletionOnError":false,"IgnoreWhenTaskNotRegistered":false}';
+const GO_SUCCESS =
+  '{"TaskUUID":"task_64ef830e-3820-4cf7-9562-b746c5ec23f1","TaskName":"add","State":"SUCCESS","Results":[{"Type":"int64","Value":2}],"Error":"","CreatedAt":"2026-11-22T20:18:13.156749485Z","TTL":0}';
+
+describe('the task message (reference §1, §13)', () => {
+  it("encodes add(1, 1) to Go's exact bytes", () => {
+    const sig = newSignature({
+      UUID: 'task_64ef830e-3820-4cf7-9562-b746c5ec23f1',
+      Name: 'add',
+      RoutingKey: 'machinery_tasks',
+      Args: [arg('int64', 1n), arg('int64', 1n)],
+    });
+    expect(encodeSignature(sig)).toBe(GO_ADD);
+  });
+
+  it("produces Go's SUCCESS document byte for byte", () => {
+    expect(
+      encodeTaskState({
+        TaskUUID: 'task_64ef830e-3820-4cf7-9562-b746c5ec23f1',
+        TaskName: 'add',
+        State: 'SUCCESS',
+        Results: [{ Type: 'int64', Value: 2 }],
+        Error: '',
+        CreatedAt: '2026-11-22T20:18:13.156749485Z',
+        TTL: 0,
+      }),
+    ).toBe(GO_SUCCESS);
+    expect(encodeTaskState(decodeTaskState(GO_SUCCESS))).toBe(GO_SUCCESS);
+  });
+
+  it('round-trips int64 2^53+1, uint64 max, []byte, []string and 1e+21 exactly', () => {
+    const args =
+      '[{"Name":"","Type":"int64","Value":9007199254740993},{"Name":"","Type":"uint64","Value":18446744073709551615},' +
+      '{"Name":"","Type":"[]byte","Value":"aGk="},{"Name":"","Type":"[]string","Value":["a","b"]},{"Name":"","Type":"float64","Value":1e+21}]';
+    const text = GO_ADD.replace(/"Args":\[.*?\],"Headers"/, `"Args":${args},"Headers"`);
+    const sig = decodeSignature(text);
+    expect(encodeSignature(sig)).toBe(text);
+    const values = (sig.Args ?? []).map((a) => fromWire(a.Type, a.Value));
+    expect(values[0]).toBe(9007199254740993n);
+    expect(values[1]).toBe(18446744073709551615n);
+    expect(Buffer.from(values[2] as Uint8Array).toString()).toBe('hi');
+    expect(values[3]).toEqual(['a', 'b']);
+    expect(values[4]).toBe(1e21);
+  });
+
+  it('decodes leniently: case-insensitive keys, unknown keys ignored, missing keys zero', () => {
+    const sig = decodeSignature('{"uuid":"task_x","NAME":"add","extra":1}');
+    expect(sig).toMatchObject({ UUID: 'task_x', Name: 'add', Args: null, Headers: null, RetryCount: 0, ETA: null });
+  });
+
+  it('rejects values that do not fit their Go field, like Go', () => {
+    expect(() => decodeSignature('{"Name":"a","Priority":300}')).toThrow(/Priority 300 does not fit uint8/);
+    expect(() => decodeSignature('{"Name":"a","ETA":1704110400}')).toThrow(MalformedMessageError);
+    expect(() => decodeSignature('{"Name":"a","RetryCount":"3"}')).toThrow(/RetryCount must be an integer/);
+    expect(() => decodeSignature('not json')).toThrow(/invalid JSON/);
+    expect(() => decodeSignature('[1,2]')).toThrow(/must be a JSON object/);
+  });
+
+  it('refuses __proto__ / constructor keys but not the words inside strings', () => {
+    expect(() => decodeSignature('{"Name":"a","Headers":{"__proto__":{"x":1}}}')).toThrow(/forbidden key "__proto__"/);
+    expect(() => decodeSignature('{"Name":"a","Args":[{"Type":"string","Value":{"constructor":1}}]}')).toThrow(/forbidden key/);
+    expect(decodeSignature('{"Name":"\\"__proto__\\": x"}').Name).toBe('"__proto__": x');
+  });
+
+  it('gives new ids Go\'s shape', () => {
+    expect(newTaskUUID()).toMatch(/^task_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+});
+
+describe('the Go type table (reference §1.3)', () => {
+  it("uses Go's error texts for bad args", () => {
+    expect(() => fromWire('map', {})).toThrow('Reflect task args error: map is not one of supported types');
+    expect(() => fromWire('int64', '1')).toThrow('Reflect task args error: 1 is not int64');
+    expect(() => fromWire('int64', 1.5)).toThrow(/strconv.ParseInt/);
+    expect(() => fromWire('int8', 300)).toThrow(ReflectArgsError);
+    expect(() => fromWire('uint64', -1)).toThrow(/overflows uint64/);
+    expect(() => fromWire('[]int64', true)).toThrow(ReflectArgsError);
+  });
+
+  it('accepts what Go accepts for slices and bytes', () => {
+    expect(fromWire('[]int64', null)).toEqual([]);
+    expect(fromWire('[]int64', {})).toEqual([]);
+    expect(fromWire('[]uint8', [104, 105])).toEqual(new Uint8Array([104, 105]));
+    expect(fromWire('float32', 0.1)).toBe(Math.fround(0.1));
+  });
+
+  it('refuses producer values a Go worker would choke on', () => {
+    expect(() => toWire('int64', 1.5)).toThrow(ReflectArgsError);
+    expect(() => toWire('int64', 2 ** 60)).toThrow(ReflectArgsError);
+    expect(() => toWire('[]int64', true)).toThrow(ReflectArgsError);
+    expect(toWire('[]byte', new Uint8Array([104, 105]))).toBe('aGk=');
+    expect(toWire('uint64', 18446744073709551615n)).toBe(18446744073709551615n);
+  });
+
+  it('reads results, keeping unknown Go types as opaque JSON', () => {
+    expect(resultsFromWire([{ Type: 'int64', Value: 2 }, { Type: 'main.Foo', Value: { a: 1 } }])).toEqual([2n, { a: 1 }]);
+  });
+});
