@@ -1,0 +1,1 @@
+export { RedisBackend, stateChannel, type RedisBackendOptions } from './redis-backend.js';

@@ -1,0 +1,295 @@
+import { Redis } from 'ioredis';
+import {
+  type Backend,
+  type BackendCapabilities,
+  type ChordTriggerMode,
+  type ChordTriggerResult,
+  type GroupMeta,
+  type StateUpdate,
+  type TaskState,
+  type WaitOptions,
+  TaskStates,
+  decodeGroupMeta,
+  decodeTaskState,
+  encodeGroupMeta,
+  isCompleted,
+  nowRfc3339Nano,
+  stringifyExactJson,
+} from '@machinery-ts/core';
+import { RESET_CHORD_LUA, SET_STATE_LUA, TRIGGER_CHORD_LUA } from './scripts.js';
+
+export interface RedisBackendOptions {
+  /** `redis://[:password@]host:port[/db]`; ignored when `client` is given. @default redis://127.0.0.1:6379 */
+  readonly url?: string;
+  /** A client owned by the caller: used as is and left open by `close()`. */
+  readonly client?: Redis;
+  /** Seconds a state or group document lives; Go's 3600 when 0. @default 3600 */
+  readonly resultsExpireIn?: number;
+  /**
+   * The key of Go's redsync chord mutex. While a Go worker holds it, `triggerChord` waits
+   * (Go reads and writes the group document under it), so Go and TypeScript workers can
+   * share chord groups. `false` ignores Go's mutex. @default 'TriggerChordMutex'
+   */
+  readonly goChordMutex?: string | false;
+  /** Fallback poll while waiting, for states written by Go workers (which publish nothing). @default 500 */
+  readonly waitPollMs?: number;
+}
+
+/** Channel a state write is announced on (inside the write's script). */
+export function stateChannel(taskUUID: string): string {
+  return `machinery-ts:state:${taskUUID}`;
+}
+
+interface ScriptedRedis {
+  mtsSetState(
+    key: string,
+    head: string,
+    middle: string,
+    tail: string,
+    ttl: number,
+    pending: string,
+    name: string,
+    now: string,
+    channel: string,
+    state: string,
+  ): Promise<number>;
+  mtsTriggerChord(key: string, when: string, count: number, ttl: number, mutex: string): Promise<(string | null)[]>;
+  mtsResetChord(key: string, ttl: number): Promise<number>;
+}
+
+const MUTEX_ATTEMPTS = 64;
+
+/**
+ * Go Machinery's Redis result backend layout: task state at the task UUID, group meta at
+ * the group UUID, Go's JSON documents, `SET … EX n`. State writes and the chord step are
+ * single Lua scripts, so they are atomic.
+ */
+export class RedisBackend implements Backend {
+  readonly capabilities: BackendCapabilities = { waitForState: true, mayEvict: false };
+  readonly #client: Redis;
+  readonly #scripted: ScriptedRedis;
+  readonly #owned: boolean;
+  readonly #ttl: number;
+  readonly #mutex: string;
+  readonly #pollMs: number;
+  #subscriber: Redis | undefined;
+  readonly #listeners = new Map<string, Set<() => void>>();
+  readonly #waiters = new Set<() => void>();
+  #closed = false;
+
+  constructor(options: RedisBackendOptions = {}) {
+    if (options.client) {
+      this.#client = options.client;
+      this.#owned = false;
+    } else {
+      this.#client = new Redis(options.url ?? 'redis://127.0.0.1:6379');
+      // Commands reject on their own; the default handler would print connection errors.
+      this.#client.on('error', () => {});
+      this.#owned = true;
+    }
+    this.#ttl = options.resultsExpireIn || 3600;
+    this.#mutex = options.goChordMutex === false ? '' : (options.goChordMutex ?? 'TriggerChordMutex');
+    this.#pollMs = options.waitPollMs ?? 500;
+    const c = this.#client;
+    if (!(c as unknown as Partial<ScriptedRedis>).mtsSetState) c.defineCommand('mtsSetState', { numberOfKeys: 1, lua: SET_STATE_LUA });
+    if (!(c as unknown as Partial<ScriptedRedis>).mtsTriggerChord) c.defineCommand('mtsTriggerChord', { numberOfKeys: 1, lua: TRIGGER_CHORD_LUA });
+    if (!(c as unknown as Partial<ScriptedRedis>).mtsResetChord) c.defineCommand('mtsResetChord', { numberOfKeys: 1, lua: RESET_CHORD_LUA });
+    this.#scripted = c as unknown as ScriptedRedis;
+  }
+
+  /** The client this backend sends commands on. */
+  get client(): Redis {
+    return this.#client;
+  }
+
+  async setState(update: StateUpdate): Promise<void> {
+    const head = `${stringifyExactJson({ TaskUUID: update.taskUUID }).slice(0, -1)},"TaskName":`;
+    const rest = stringifyExactJson({
+      State: update.state,
+      Results: update.state === TaskStates.SUCCESS ? (update.results ?? []).map((r) => ({ Type: r.Type, Value: r.Value })) : null,
+      Error: update.state === TaskStates.FAILURE ? (update.error ?? '') : '',
+    });
+    const middle = `,${rest.slice(1, -1)},"CreatedAt":`;
+    await this.#scripted.mtsSetState(
+      update.taskUUID,
+      head,
+      middle,
+      ',"TTL":0}',
+      this.#ttl,
+      update.state === TaskStates.PENDING ? '1' : '0',
+      update.taskName,
+      nowRfc3339Nano(),
+      stateChannel(update.taskUUID),
+      update.state,
+    );
+  }
+
+  async getState(taskUUID: string): Promise<TaskState | null> {
+    const text = await this.#client.get(taskUUID);
+    return text === null ? null : decodeTaskState(text);
+  }
+
+  async initGroup(groupUUID: string, taskUUIDs: readonly string[]): Promise<void> {
+    const meta: GroupMeta = {
+      GroupUUID: groupUUID,
+      TaskUUIDs: [...taskUUIDs],
+      ChordTriggered: false,
+      Lock: false,
+      CreatedAt: nowRfc3339Nano(),
+      TTL: 0,
+    };
+    await this.#client.set(groupUUID, encodeGroupMeta(meta), 'EX', this.#ttl);
+  }
+
+  async getGroupMeta(groupUUID: string): Promise<GroupMeta | null> {
+    const text = await this.#client.get(groupUUID);
+    return text === null ? null : decodeGroupMeta(text);
+  }
+
+  async groupTaskStates(groupUUID: string, count: number): Promise<(TaskState | null)[]> {
+    const meta = await this.getGroupMeta(groupUUID);
+    if (!meta) return [];
+    const ids = meta.TaskUUIDs.slice(0, count || undefined);
+    if (ids.length === 0) return [];
+    const texts = await this.#client.mget(ids);
+    return texts.map((t) => (t === null ? null : decodeTaskState(t)));
+  }
+
+  async triggerChord(groupUUID: string, mode: ChordTriggerMode): Promise<ChordTriggerResult> {
+    const count = mode.when === 'complete' ? mode.count : 0;
+    for (let attempt = 0; ; attempt++) {
+      const reply = await this.#scripted.mtsTriggerChord(groupUUID, mode.when, count, this.#ttl, this.#mutex);
+      const [tag, ...rest] = reply;
+      if (tag === 'fired') return { fired: true, states: rest.map((t) => (t === null ? null : decodeTaskState(t))) };
+      if (tag === 'incomplete' || tag === 'already-triggered' || tag === 'no-group') return { fired: false, reason: tag };
+      if (tag !== 'locked') throw new Error(`unexpected triggerChord reply ${String(tag)}`);
+      if (attempt >= MUTEX_ATTEMPTS) throw new Error(`Go's chord mutex "${this.#mutex}" stayed locked`);
+      await sleep(50 + Math.random() * 200);
+    }
+  }
+
+  async resetChordTrigger(groupUUID: string): Promise<void> {
+    await this.#scripted.mtsResetChord(groupUUID, this.#ttl);
+  }
+
+  async waitForState(taskUUID: string, options: WaitOptions): Promise<TaskState | null> {
+    if (this.#closed) return this.getState(taskUUID);
+    let last: TaskState | null = null;
+    if (options.signal?.aborted) return this.getState(taskUUID);
+    return new Promise<TaskState | null>((resolve, reject) => {
+      let done = false;
+      let reading = false;
+      let again = false;
+      const finish = (value: TaskState | null, error?: unknown): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        clearInterval(poll);
+        options.signal?.removeEventListener('abort', onAbort);
+        this.#waiters.delete(onClose);
+        this.#unlisten(taskUUID, check);
+        if (error === undefined) resolve(value);
+        else reject(error);
+      };
+      // One GET at a time; a wake-up during a read schedules one more read.
+      const check = (): void => {
+        if (done) return;
+        if (reading) {
+          again = true;
+          return;
+        }
+        reading = true;
+        this.getState(taskUUID).then(
+          (state) => {
+            reading = false;
+            last = state;
+            if (isCompleted(state)) finish(state);
+            else if (again) {
+              again = false;
+              check();
+            }
+          },
+          (err: unknown) => {
+            reading = false;
+            if (this.#closed) finish(last);
+            else finish(null, err);
+          },
+        );
+      };
+      const onAbort = (): void => finish(last);
+      const onClose = (): void => finish(last);
+      const timer = setTimeout(() => finish(last), Math.max(0, options.timeoutMs));
+      const poll = setInterval(check, this.#pollMs);
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.add(onClose);
+      // Subscribe first, then read, so a write between the two is not missed.
+      this.#listen(taskUUID, check).then(check, (err: unknown) => finish(null, err));
+    });
+  }
+
+  async #listen(taskUUID: string, wake: () => void): Promise<void> {
+    const channel = stateChannel(taskUUID);
+    let set = this.#listeners.get(channel);
+    if (set) {
+      set.add(wake);
+      return;
+    }
+    set = new Set([wake]);
+    this.#listeners.set(channel, set);
+    await this.#sub().subscribe(channel);
+  }
+
+  #unlisten(taskUUID: string, wake: () => void): void {
+    const channel = stateChannel(taskUUID);
+    const set = this.#listeners.get(channel);
+    if (!set) return;
+    set.delete(wake);
+    if (set.size === 0) {
+      this.#listeners.delete(channel);
+      if (this.#subscriber && !this.#closed) this.#subscriber.unsubscribe(channel).catch(() => {});
+    }
+  }
+
+  #sub(): Redis {
+    if (!this.#subscriber) {
+      const sub = this.#client.duplicate();
+      sub.on('error', () => {});
+      sub.on('message', (channel: string) => {
+        const set = this.#listeners.get(channel);
+        if (set) for (const wake of [...set]) wake();
+      });
+      this.#subscriber = sub;
+    }
+    return this.#subscriber;
+  }
+
+  async purgeState(taskUUID: string): Promise<void> {
+    await this.#client.del(taskUUID);
+  }
+
+  async purgeGroupMeta(groupUUID: string): Promise<void> {
+    await this.#client.del(groupUUID);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const wake of [...this.#waiters]) wake();
+    this.#listeners.clear();
+    const sub = this.#subscriber;
+    this.#subscriber = undefined;
+    await Promise.all([sub ? quit(sub) : undefined, this.#owned ? quit(this.#client) : undefined]);
+  }
+}
+
+async function quit(client: Redis): Promise<void> {
+  try {
+    await client.quit();
+  } catch {
+    client.disconnect();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

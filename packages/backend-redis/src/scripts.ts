@@ -1,0 +1,112 @@
+/**
+ * Lua scripts run with EVALSHA (ioredis `defineCommand`). Each is one atomic step on the
+ * Redis server. None of them lets cjson re-encode a document: cjson turns integers beyond
+ * 2^53 into doubles, so documents are only ever spliced as text.
+ */
+
+/** A JSON string literal the way `JSON.stringify` writes it (no HTML escaping). */
+const JSON_STRING = String.raw`
+local esc = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
+local function jstr(s)
+  local out = string.gsub(s, '[%z\1-\31"\\]', function(c)
+    return esc[c] or string.format('\\u%04x', string.byte(c))
+  end)
+  return '"' .. out .. '"'
+end
+`;
+
+/**
+ * KEYS[1] task UUID.
+ * ARGV: 1 head (`{"TaskUUID":"…","TaskName":`), 2 middle (`,"State":…,"Error":"…","CreatedAt":`),
+ * 3 tail (`,"TTL":0}`), 4 expiry seconds, 5 '1' when PENDING, 6 task name, 7 now (RFC3339Nano),
+ * 8 notification channel, 9 state name.
+ */
+export const SET_STATE_LUA = `${JSON_STRING}
+local name = ARGV[6]
+local created = ARGV[7]
+if ARGV[5] ~= '1' then
+  created = '0001-01-01T00:00:00Z'
+  local old = redis.call('GET', KEYS[1])
+  if old then
+    local ok, doc = pcall(cjson.decode, old)
+    if ok and type(doc) == 'table' then
+      if type(doc.TaskName) == 'string' and doc.TaskName ~= '' then name = doc.TaskName end
+      if type(doc.CreatedAt) == 'string' and doc.CreatedAt ~= '' then created = doc.CreatedAt end
+    end
+  end
+end
+local text = ARGV[1] .. jstr(name) .. ARGV[2] .. jstr(created) .. ARGV[3]
+redis.call('SET', KEYS[1], text, 'EX', ARGV[4])
+redis.call('PUBLISH', ARGV[8], ARGV[9])
+return 1
+`;
+
+/**
+ * KEYS[1] group UUID.
+ * ARGV: 1 'complete' | 'now', 2 member count required, 3 expiry seconds, 4 Go's redsync mutex
+ * key ('' to ignore it).
+ * Returns {'fired', state…} (missing states as nil) or {reason}.
+ *
+ * Member keys come from the group document, so they are not declared in KEYS: fine on a
+ * single Redis server, not on a cluster (Go's redigo backend has the same limit with MGET).
+ */
+export const TRIGGER_CHORD_LUA = String.raw`
+if ARGV[4] ~= '' and redis.call('EXISTS', ARGV[4]) == 1 then return {'locked'} end
+local text = redis.call('GET', KEYS[1])
+if not text then return {'no-group'} end
+local ok, meta = pcall(cjson.decode, text)
+if not ok or type(meta) ~= 'table' then return redis.error_reply('malformed group meta at ' .. KEYS[1]) end
+if meta.ChordTriggered == true then return {'already-triggered'} end
+local ids = meta.TaskUUIDs
+if type(ids) ~= 'table' then ids = {} end
+local states = {}
+local n = #ids
+local i = 1
+while i <= n do
+  local j = math.min(i + 999, n)
+  local chunk = redis.call('MGET', unpack(ids, i, j))
+  for k = 1, j - i + 1 do states[i + k - 1] = chunk[k] end
+  i = j + 1
+end
+if ARGV[1] == 'complete' then
+  if n < tonumber(ARGV[2]) then return {'incomplete'} end
+  for k = 1, n do
+    local s = states[k]
+    if not s then return {'incomplete'} end
+    local okd, doc = pcall(cjson.decode, s)
+    if not okd or type(doc) ~= 'table' or (doc.State ~= 'SUCCESS' and doc.State ~= 'FAILURE') then
+      return {'incomplete'}
+    end
+  end
+end
+local a, b = string.find(text, '"ChordTriggered":false', 1, true)
+local updated
+if a then
+  updated = string.sub(text, 1, a - 1) .. '"ChordTriggered":true' .. string.sub(text, b + 1)
+else
+  meta.ChordTriggered = true
+  updated = cjson.encode(meta)
+end
+redis.call('SET', KEYS[1], updated, 'EX', ARGV[3])
+local out = {'fired'}
+for k = 1, n do out[k + 1] = states[k] or false end
+return out
+`;
+
+/** KEYS[1] group UUID; ARGV[1] expiry seconds. Returns 1 when a fired trigger was reset. */
+export const RESET_CHORD_LUA = String.raw`
+local text = redis.call('GET', KEYS[1])
+if not text then return 0 end
+local a, b = string.find(text, '"ChordTriggered":true', 1, true)
+local updated
+if a then
+  updated = string.sub(text, 1, a - 1) .. '"ChordTriggered":false' .. string.sub(text, b + 1)
+else
+  local ok, meta = pcall(cjson.decode, text)
+  if not ok or type(meta) ~= 'table' or meta.ChordTriggered ~= true then return 0 end
+  meta.ChordTriggered = false
+  updated = cjson.encode(meta)
+end
+redis.call('SET', KEYS[1], updated, 'EX', ARGV[1])
+return 1
+`;

@@ -1,0 +1,1 @@
+export { RedisLock, type RedisLockOptions } from './redis-lock.js';
