@@ -1,0 +1,239 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  MemoryBroker,
+  ResultTimeoutError,
+  RetryTaskLater,
+  Server,
+  TaskFailedError,
+  type Worker,
+  arg,
+  chain,
+  chord,
+  defineTask,
+  fibonacciNext,
+  group,
+  newSignature,
+} from '../src/index.js';
+
+let servers: Server[] = [];
+let workers: Worker[] = [];
+afterEach(async () => {
+  await Promise.allSettled(workers.map((w) => w.stop()));
+  await Promise.allSettled(servers.map((s) => s.close()));
+  servers = [];
+  workers = [];
+});
+
+async function setup(workerOptions: Parameters<Server['newWorker']>[0] = {}) {
+  const server = new Server();
+  const errors: string[] = [];
+  const worker = server.newWorker({ concurrency: 4, handleSignals: false, onError: (e) => errors.push(e.message), ...workerOptions });
+  servers.push(server);
+  workers.push(worker);
+  return { server, worker, errors, broker: server.broker as MemoryBroker };
+}
+
+const add = defineTask({ name: 'add', args: ['int64', 'int64'], results: ['int64'], run: ([a, b]) => a + b });
+const int = (n: number) => arg('int64', BigInt(n));
+
+describe('Worker', () => {
+  it('runs a task through RECEIVED → STARTED → SUCCESS, with hooks in order', async () => {
+    const seen: string[] = [];
+    const { server, worker } = await setup({
+      onPreTask: (s) => void seen.push(`pre ${s.Name}`),
+      onPostTask: (s) => void seen.push(`post ${s.Name}`),
+    });
+    const states: string[] = [];
+    const setState = server.backend.setState.bind(server.backend);
+    server.backend.setState = async (u) => {
+      states.push(u.state);
+      return setState(u);
+    };
+    server.registerTask(add);
+    await worker.start();
+    const r = await server.sendTask({ Name: 'add', Args: [int(1), int(1)] });
+    expect(await r.get({ timeoutMs: 2000 })).toEqual([2n]);
+    expect(states).toEqual(['PENDING', 'RECEIVED', 'STARTED', 'SUCCESS']);
+    // The post-task hook runs after SUCCESS is written, so after get() may resolve.
+    await new Promise((res) => setTimeout(res, 20));
+    expect(seen).toEqual(['pre add', 'post add']);
+    expect((await r.state())?.TaskName).toBe('add');
+  });
+
+  it('retries with Go\'s Fibonacci back-off, then fails and runs OnError with the error prepended', async () => {
+    expect([0, 1, 2, 3, 5, 10].map(fibonacciNext)).toEqual([1, 2, 3, 5, 8, 13]);
+    const { server, worker, errors } = await setup();
+    let calls = 0;
+    const got: unknown[][] = [];
+    server.registerTask('boom', () => {
+      calls += 1;
+      throw new Error(`boom: ${calls}`);
+    });
+    server.registerTask('errcb', (args) => void got.push(args));
+    await worker.start();
+    const r = await server.sendTask({ Name: 'boom', RetryCount: 1, OnError: [newSignature({ Name: 'errcb', Args: [arg('string', 'extra')] })] });
+    await expect(r.get({ timeoutMs: 5000 })).rejects.toThrow(TaskFailedError);
+    await expect(r.get({ timeoutMs: 100 })).rejects.toThrow('boom: 2');
+    expect(calls).toBe(2);
+    await new Promise((res) => setTimeout(res, 100));
+    expect(got).toEqual([['boom: 2', 'extra']]);
+    expect(errors).toContain('boom: 2');
+  });
+
+  it('RetryTaskLater re-runs the task after the delay without spending RetryCount', async () => {
+    const { server, worker } = await setup();
+    const times: number[] = [];
+    server.registerTask('later', () => {
+      times.push(Date.now());
+      if (times.length < 3) throw new RetryTaskLater(150);
+      return 'ok';
+    });
+    await worker.start();
+    const r = await server.sendTask({ Name: 'later' });
+    expect(await r.get({ timeoutMs: 5000 })).toEqual(['ok']);
+    expect((times[2] as number) - (times[1] as number)).toBeGreaterThanOrEqual(140);
+  });
+
+  it('honours an ETA', async () => {
+    const { server, worker } = await setup();
+    server.registerTask(add);
+    await worker.start();
+    const t0 = Date.now();
+    const r = await server.sendTask({ Name: 'add', ETA: new Date(t0 + 400).toISOString(), Args: [int(1), int(2)] });
+    expect(await r.get({ timeoutMs: 3000 })).toEqual([3n]);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(390);
+  });
+
+  it('appends results to OnSuccess unless the parent is Immutable', async () => {
+    const { server, worker } = await setup();
+    server.registerTask(add);
+    await worker.start();
+    const c = chain(newSignature({ Name: 'add', Args: [int(1), int(1)] }), newSignature({ Name: 'add', Args: [int(5)] }));
+    expect(await (await server.sendChain(c)).get({ timeoutMs: 3000 })).toEqual([7n]);
+    const imm = chain(
+      newSignature({ Name: 'add', Args: [int(1), int(1)], Immutable: true }),
+      newSignature({ Name: 'add', Args: [int(5), int(6)] }),
+    );
+    expect(await (await server.sendChain(imm)).get({ timeoutMs: 3000 })).toEqual([11n]);
+  });
+
+  it('fires a chord exactly once with results in group order; a failed member rejects the chord', async () => {
+    const { server, worker } = await setup({ concurrency: 16 });
+    let callbacks = 0;
+    server.registerTask(add);
+    server.registerTask('collect', (args) => {
+      callbacks += 1;
+      return args.map(String).join(',');
+    });
+    server.registerTask('fail', () => {
+      throw new Error('member failed');
+    });
+    await worker.start();
+    const members = Array.from({ length: 40 }, (_, i) => newSignature({ Name: 'add', Args: [int(i), int(0)] }));
+    const r = await server.sendChord(chord(group(...members), newSignature({ Name: 'collect' })), { concurrency: 8 });
+    expect(await r.get({ timeoutMs: 5000 })).toEqual([Array.from({ length: 40 }, (_, i) => i).join(',')]);
+    expect(callbacks).toBe(1);
+
+    const bad = await server.sendChord(chord(group(newSignature({ Name: 'add', Args: [int(1), int(1)] }), newSignature({ Name: 'fail' })), newSignature({ Name: 'collect' })));
+    await expect(bad.get({ timeoutMs: 5000 })).rejects.toThrow('member failed');
+    expect(callbacks).toBe(1);
+  });
+
+  it('records bad args as FAILURE with Go\'s text and does not retry', async () => {
+    const { server, worker } = await setup();
+    let calls = 0;
+    server.registerTask('one', () => void calls++);
+    await worker.start();
+    const r = await server.sendTask({ Name: 'one', RetryCount: 3, Args: [{ Name: '', Type: 'map', Value: {} }] });
+    await expect(r.get({ timeoutMs: 2000 })).rejects.toThrow('Reflect task args error: map is not one of supported types');
+    expect(calls).toBe(0);
+  });
+
+  it('dead-letters malformed, forbidden-key and oversized messages and keeps running', async () => {
+    const { server, worker, broker } = await setup({ maxPayloadBytes: 2000 });
+    server.registerTask(add);
+    await worker.start();
+    broker.pushRaw('machinery_tasks', '{not json');
+    broker.pushRaw('machinery_tasks', '{"UUID":"task_evil","Name":"add","Headers":{"__proto__":{"polluted":1}}}');
+    broker.pushRaw('machinery_tasks', `{"UUID":"task_big","Name":"add","Headers":{"x":"${'a'.repeat(3000)}"}}`);
+    const r = await server.sendTask({ Name: 'add', Args: [int(2), int(2)] });
+    expect(await r.get({ timeoutMs: 2000 })).toEqual([4n]);
+    await new Promise((res) => setTimeout(res, 50));
+    const reasons = broker.transport.deadLetters.map((d) => d.reason);
+    expect(reasons).toHaveLength(3);
+    expect(reasons[0]).toMatch(/invalid JSON/);
+    expect(reasons[1]).toMatch(/forbidden key "__proto__"/);
+    expect(reasons[2]).toMatch(/exceeds the limit of 2000 bytes/);
+    expect((await server.backend.getState('task_evil'))?.State).toBe('FAILURE');
+    expect((await server.backend.getState('task_big'))?.Error).toMatch(/exceeds/);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('hands an unknown task back with growing delays, then dead-letters it (no hot loop)', async () => {
+    const { server, worker, broker } = await setup({ unknownTaskRequeues: 3 });
+    await worker.start();
+    const r = await server.sendTask({ Name: 'nobody' });
+    await expect(r.get({ timeoutMs: 5000 })).rejects.toThrow('task nobody is not registered');
+    expect(broker.transport.deadLetters.map((d) => d.reason)).toEqual(['task nobody is not registered']);
+  });
+
+  it('drops an unknown task marked IgnoreWhenTaskNotRegistered', async () => {
+    const { server, worker, broker } = await setup();
+    await worker.start();
+    await server.sendTask({ Name: 'nobody', IgnoreWhenTaskNotRegistered: true });
+    await new Promise((res) => setTimeout(res, 100));
+    expect(broker.transport.depth('machinery_tasks')).toBe(0);
+    expect(broker.transport.deadLetters).toHaveLength(0);
+  });
+
+  it('get() ends in a timeout error when no state ever appears', async () => {
+    const { server } = await setup();
+    const r = await server.sendTask({ Name: 'add' });
+    await expect(r.get({ timeoutMs: 200 })).rejects.toThrow(ResultTimeoutError);
+  });
+
+  it('runs no more than `concurrency` tasks at once', async () => {
+    const { server, worker } = await setup({ concurrency: 3 });
+    let now = 0;
+    let peak = 0;
+    server.registerTask('slow', async () => {
+      peak = Math.max(peak, ++now);
+      await new Promise((res) => setTimeout(res, 30));
+      now--;
+    });
+    await worker.start();
+    const rs = await Promise.all(Array.from({ length: 12 }, () => server.sendTask({ Name: 'slow' })));
+    await Promise.all(rs.map((r) => r.get({ timeoutMs: 5000 })));
+    expect(peak).toBe(3);
+  });
+
+  it('a graceful stop finishes running tasks and requeues prefetched ones in order', async () => {
+    const { server, worker, broker } = await setup({ concurrency: 1, readAhead: 3 });
+    const ran: number[] = [];
+    server.registerTask('step', async ([n]) => {
+      ran.push(Number(n));
+      await new Promise((res) => setTimeout(res, 100));
+    });
+    await worker.start();
+    for (let i = 0; i < 5; i++) await server.sendTask({ Name: 'step', Args: [int(i)] });
+    await new Promise((res) => setTimeout(res, 20));
+    await worker.stop();
+    expect(ran).toEqual([0]);
+    expect(broker.transport.pending('machinery_tasks').map((b) => JSON.parse(b).Args[0].Value)).toEqual([1, 2, 3, 4]);
+    const again = server.newWorker({ concurrency: 2, handleSignals: false });
+    workers.push(again);
+    await again.start();
+    await new Promise((res) => setTimeout(res, 400));
+    expect(ran.sort()).toEqual([0, 1, 2, 3, 4]);
+  });
+
+  it('a task timeout aborts the signal and fails (or retries) with a timeout error', async () => {
+    const { server, worker } = await setup({ taskTimeoutMs: 100 });
+    let aborted = false;
+    server.registerTask('hang', (_args, ctx) => new Promise((res) => ctx.signal.addEventListener('abort', () => { aborted = true; res(undefined); })));
+    await worker.start();
+    const r = await server.sendTask({ Name: 'hang' });
+    await expect(r.get({ timeoutMs: 2000 })).rejects.toThrow('Task timed out after 100 ms');
+    expect(aborted).toBe(true);
+  });
+});
