@@ -207,7 +207,7 @@ describe('expiry', () => {
     }
   });
 
-  it('resultsExpireIn 1: the state is gone after ~2.1 s', async () => {
+  it('resultsExpireIn 1: the state is gone after ~2.5 s', async () => {
     const b1 = new MemcacheBackend({ url: URL, resultsExpireIn: 1 });
     try {
       const id = taskId();
@@ -215,7 +215,7 @@ describe('expiry', () => {
       await b1.setState({ taskUUID: id, taskName: 'short', state: TaskStates.PENDING });
       await b1.initGroup(g, [id]);
       expect(await b1.getState(id)).not.toBeNull();
-      await new Promise((r) => setTimeout(r, 2100));
+      await new Promise((r) => setTimeout(r, 2600));
       expect(await b1.getState(id)).toBeNull();
       expect(await b1.getGroupMeta(g)).toBeNull();
     } finally {
