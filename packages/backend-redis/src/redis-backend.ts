@@ -73,7 +73,8 @@ export class RedisBackend implements Backend {
   readonly #mutex: string;
   readonly #pollMs: number;
   #subscriber: Redis | undefined;
-  readonly #listeners = new Map<string, Set<() => void>>();
+  /** Per channel: the waiters' wake-ups and the SUBSCRIBE they share. */
+  readonly #listeners = new Map<string, { wakes: Set<() => void>; ready: Promise<unknown> }>();
   readonly #waiters = new Set<() => void>();
   #closed = false;
 
@@ -229,22 +230,21 @@ export class RedisBackend implements Backend {
 
   async #listen(taskUUID: string, wake: () => void): Promise<void> {
     const channel = stateChannel(taskUUID);
-    let set = this.#listeners.get(channel);
-    if (set) {
-      set.add(wake);
-      return;
+    let entry = this.#listeners.get(channel);
+    if (!entry) {
+      entry = { wakes: new Set(), ready: this.#sub().subscribe(channel) };
+      this.#listeners.set(channel, entry);
     }
-    set = new Set([wake]);
-    this.#listeners.set(channel, set);
-    await this.#sub().subscribe(channel);
+    entry.wakes.add(wake);
+    await entry.ready;
   }
 
   #unlisten(taskUUID: string, wake: () => void): void {
     const channel = stateChannel(taskUUID);
-    const set = this.#listeners.get(channel);
-    if (!set) return;
-    set.delete(wake);
-    if (set.size === 0) {
+    const entry = this.#listeners.get(channel);
+    if (!entry) return;
+    entry.wakes.delete(wake);
+    if (entry.wakes.size === 0) {
       this.#listeners.delete(channel);
       if (this.#subscriber && !this.#closed) this.#subscriber.unsubscribe(channel).catch(() => {});
     }
@@ -255,8 +255,8 @@ export class RedisBackend implements Backend {
       const sub = this.#client.duplicate();
       sub.on('error', () => {});
       sub.on('message', (channel: string) => {
-        const set = this.#listeners.get(channel);
-        if (set) for (const wake of [...set]) wake();
+        const entry = this.#listeners.get(channel);
+        if (entry) for (const wake of [...entry.wakes]) wake();
       });
       this.#subscriber = sub;
     }

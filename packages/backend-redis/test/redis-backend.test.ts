@@ -173,6 +173,8 @@ describe('RedisBackend.waitForState', () => {
     await backend.setState({ taskUUID: uuid, taskName: 'x', state: 'SUCCESS', results: [] });
     const all = await Promise.all(waits);
     expect(all.every((s) => s?.State === 'SUCCESS')).toBe(true);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await raw.pubsub('NUMSUB', stateChannel(uuid))).toEqual([stateChannel(uuid), 0]);
   });
 
   it('close() ends pending waits and is idempotent; a passed-in client stays open', async () => {
