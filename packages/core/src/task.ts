@@ -1,5 +1,6 @@
-import type { GoType, GoValue } from './message/reflect.js';
-import type { Signature } from './message/signature.js';
+import { ReflectArgsError } from './errors.js';
+import { type GoType, type GoValue, toWire } from './message/reflect.js';
+import { type Signature, newSignature } from './message/signature.js';
 
 /** What a running task can see: its own signature and a signal that fires at its deadline. */
 export interface TaskContext {
@@ -26,8 +27,8 @@ export interface TaskDefinition<A extends readonly GoType[] = readonly GoType[],
   readonly run: (args: ValuesOf<A>, ctx: TaskContext) => ReturnOf<R> | Promise<ReturnOf<R>>;
 }
 
-export type ArgsOf<D> = D extends TaskDefinition<infer A, readonly GoType[]> ? ValuesOf<A> : never;
-export type ResultsOf<D> = D extends TaskDefinition<readonly GoType[], infer R> ? ValuesOf<R> : never;
+export type ArgsOf<D> = D extends { readonly args: infer A extends readonly GoType[] } ? ValuesOf<A> : never;
+export type ResultsOf<D> = D extends { readonly results: infer R extends readonly GoType[] } ? ValuesOf<R> : never;
 
 export function defineTask<const A extends readonly GoType[], const R extends readonly GoType[]>(
   definition: TaskDefinition<A, R>,
@@ -67,4 +68,22 @@ export function toRegistered(name: string, task: TaskHandler | AnyTaskDefinition
 /** Returned by a handler to store several results (Go tasks may return many values). */
 export class MultipleResults {
   constructor(readonly values: readonly unknown[]) {}
+}
+
+/**
+ * A signature for a typed task, its arguments checked at compile time against the
+ * declared Go types and converted to wire values at run time.
+ */
+export function call<const A extends readonly GoType[], const R extends readonly GoType[]>(
+  definition: TaskDefinition<A, R>,
+  ...args: ValuesOf<A>
+): Signature {
+  const values = args as readonly unknown[];
+  if (values.length !== definition.args.length) {
+    throw new ReflectArgsError(`${definition.name} takes ${definition.args.length} args, given ${values.length}`);
+  }
+  return newSignature({
+    Name: definition.name,
+    Args: definition.args.map((type, i) => ({ Name: '', Type: type, Value: toWire(type, values[i]) })),
+  });
 }
