@@ -1,0 +1,1 @@
+export { SqsBroker, type SqsBrokerOptions, ETA_ATTRIBUTE, deadLetterQueueName } from './sqs-broker.js';
