@@ -7,7 +7,6 @@ import {
   type GroupMeta,
   type StateUpdate,
   type TaskState,
-  GO_ZERO_TIME,
   MachineryError,
   TaskStates,
   decodeGroupMeta,
@@ -15,7 +14,8 @@ import {
   encodeGroupMeta,
   encodeTaskState,
   isCompleted,
-  nowRfc3339Nano,
+  mergeTaskState,
+  newGroupMeta,
 } from '@machinery-ts/core';
 
 /**
@@ -127,17 +127,8 @@ export class MemcacheBackend implements Backend {
       await sleep(Math.min(2 + attempt * 2, 25) + Math.random() * 5);
     }
     try {
-      const pending = update.state === TaskStates.PENDING;
-      const old = pending ? null : await this.#readState(update.taskUUID);
-      const state: TaskState = {
-        TaskUUID: update.taskUUID,
-        TaskName: pending ? update.taskName : old?.TaskName || update.taskName,
-        State: update.state,
-        Results: update.state === TaskStates.SUCCESS ? [...(update.results ?? [])] : null,
-        Error: update.state === TaskStates.FAILURE ? (update.error ?? '') : '',
-        CreatedAt: pending ? nowRfc3339Nano() : (old?.CreatedAt ?? GO_ZERO_TIME),
-        TTL: 0,
-      };
+      const old = update.state === TaskStates.PENDING ? null : await this.#readState(update.taskUUID);
+      const state = mergeTaskState(update, old);
       await this.#set(update.taskUUID, encodeTaskState(state));
     } finally {
       await this.client.delete(lockKey).catch(() => undefined);
@@ -149,14 +140,7 @@ export class MemcacheBackend implements Backend {
   }
 
   async initGroup(groupUUID: string, taskUUIDs: readonly string[]): Promise<void> {
-    const meta: GroupMeta = {
-      GroupUUID: groupUUID,
-      TaskUUIDs: [...taskUUIDs],
-      ChordTriggered: false,
-      Lock: false,
-      CreatedAt: nowRfc3339Nano(),
-      TTL: 0,
-    };
+    const meta = newGroupMeta(groupUUID, taskUUIDs);
     // A re-initialised group starts untriggered.
     await this.client.delete(groupUUID + CHORD_TRIGGERED_SUFFIX);
     await this.#set(groupUUID, encodeGroupMeta(meta));

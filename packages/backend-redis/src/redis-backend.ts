@@ -8,6 +8,7 @@ import {
   type StateUpdate,
   type TaskState,
   type WaitOptions,
+  newGroupMeta,
   TaskStates,
   decodeGroupMeta,
   decodeTaskState,
@@ -131,14 +132,7 @@ export class RedisBackend implements Backend {
   }
 
   async initGroup(groupUUID: string, taskUUIDs: readonly string[]): Promise<void> {
-    const meta: GroupMeta = {
-      GroupUUID: groupUUID,
-      TaskUUIDs: [...taskUUIDs],
-      ChordTriggered: false,
-      Lock: false,
-      CreatedAt: nowRfc3339Nano(),
-      TTL: 0,
-    };
+    const meta = newGroupMeta(groupUUID, taskUUIDs);
     await this.#client.set(groupUUID, encodeGroupMeta(meta), 'EX', this.#ttl);
   }
 

@@ -15,3 +15,4 @@ export * from './async-result.js';
 export * from './workflow.js';
 export * from './server.js';
 export * from './worker.js';
+export * from './message/state.js';

@@ -7,8 +7,8 @@ import type {
   WaitOptions,
 } from '../contracts/backend.js';
 import { decodeGroupMeta, decodeTaskState, encodeGroupMeta, encodeTaskState } from '../message/codec.js';
-import { type GroupMeta, type TaskState, GO_ZERO_TIME, TaskStates, isCompleted } from '../message/signature.js';
-import { nowRfc3339Nano } from '../message/time.js';
+import { type GroupMeta, type TaskState, isCompleted } from '../message/signature.js';
+import { mergeTaskState, newGroupMeta } from '../message/state.js';
 
 /**
  * The in-memory result backend. Documents are kept as the same JSON text Redis would
@@ -73,17 +73,7 @@ export class MemoryBackend implements Backend {
 
   async setState(update: StateUpdate): Promise<void> {
     // Single-threaded: read, merge and write happen with no await in between, so atomically.
-    const old = this.#read(update.taskUUID);
-    const pending = update.state === TaskStates.PENDING;
-    const state: TaskState = {
-      TaskUUID: update.taskUUID,
-      TaskName: pending ? update.taskName : old?.TaskName || update.taskName,
-      State: update.state,
-      Results: update.state === TaskStates.SUCCESS ? [...(update.results ?? [])] : null,
-      Error: update.state === TaskStates.FAILURE ? (update.error ?? '') : '',
-      CreatedAt: pending ? nowRfc3339Nano() : (old?.CreatedAt ?? GO_ZERO_TIME),
-      TTL: 0,
-    };
+    const state = mergeTaskState(update, this.#read(update.taskUUID));
     this.store.set(update.taskUUID, encodeTaskState(state), this.#ttl);
   }
 
@@ -97,14 +87,7 @@ export class MemoryBackend implements Backend {
   }
 
   async initGroup(groupUUID: string, taskUUIDs: readonly string[]): Promise<void> {
-    const meta: GroupMeta = {
-      GroupUUID: groupUUID,
-      TaskUUIDs: [...taskUUIDs],
-      ChordTriggered: false,
-      Lock: false,
-      CreatedAt: nowRfc3339Nano(),
-      TTL: 0,
-    };
+    const meta = newGroupMeta(groupUUID, taskUUIDs);
     this.store.set(groupUUID, encodeGroupMeta(meta), this.#ttl);
   }
 
