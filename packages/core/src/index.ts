@@ -16,3 +16,4 @@ export * from './workflow.js';
 export * from './server.js';
 export * from './worker.js';
 export * from './message/state.js';
+export * from './periodic.js';

@@ -1,0 +1,116 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../src/errors.js';
+import { newSignature } from '../src/message/signature.js';
+import { MemoryLock } from '../src/memory/memory-lock.js';
+import { Scheduler, parseGoDuration, parseSchedule } from '../src/periodic.js';
+import { Server } from '../src/server.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until ~50 ms past a whole second, so the next boundary is far from now; returns it. */
+async function nextSecondBoundary(): Promise<number> {
+  const into = Date.now() % 1000;
+  if (into > 700 || into < 50) await sleep((1050 - into) % 1000);
+  return (Math.floor(Date.now() / 1000) + 1) * 1000;
+}
+
+function countingServer(lock: MemoryLock): { server: Server; published: string[] } {
+  const server = new Server({ lock });
+  const published: string[] = [];
+  const orig = server.broker.publish.bind(server.broker);
+  server.broker.publish = async (sig) => {
+    published.push(sig.UUID);
+    return orig(sig);
+  };
+  return { server, published };
+}
+
+describe('parseSchedule', () => {
+  it('computes cron fire times in UTC by default', () => {
+    const s = parseSchedule('0 6 * * ?');
+    const from = Date.UTC(2026, 0, 1, 7, 0, 0);
+    expect(new Date(s.next(from) as number).toISOString()).toBe('2026-01-02T06:00:00.000Z');
+    expect(new Date(s.next(Date.UTC(2026, 0, 1, 5, 59)) as number).toISOString()).toBe('2026-01-01T06:00:00.000Z');
+  });
+
+  it('computes cron fire times in a given zone and with a CRON_TZ prefix', () => {
+    const from = Date.UTC(2026, 0, 1, 0, 0, 0);
+    // 06:00 in New York in January is 11:00 UTC.
+    expect(new Date(parseSchedule('0 6 * * *', 'America/New_York').next(from) as number).toISOString()).toBe('2026-01-01T11:00:00.000Z');
+    expect(new Date(parseSchedule('CRON_TZ=Asia/Tokyo 0 6 * * *').next(from) as number).toISOString()).toBe('2026-01-01T21:00:00.000Z');
+  });
+
+  it('accepts descriptors and @every with Go durations, aligned to the epoch', () => {
+    expect(parseSchedule('@hourly').next(Date.UTC(2026, 0, 1, 0, 30))).toBe(Date.UTC(2026, 0, 1, 1, 0));
+    expect(parseSchedule('@every 1h30m').next(0)).toBe(5_400_000);
+    expect(parseSchedule('@every 5m').next(299_999)).toBe(300_000);
+    expect(parseSchedule('@every 5m').next(300_000)).toBe(600_000);
+    expect(parseSchedule('@every 100ms').next(1)).toBe(1000);
+    expect(parseGoDuration('1.5s')).toBe(1500);
+    expect(parseGoDuration('2h45m10s')).toBe(9_910_000);
+  });
+
+  it('rejects bad specs with an error naming the spec', () => {
+    for (const spec of ['every minute', '* * * *', '0 0 * * * *', '@every soon', '@every', '61 * * * *', '@sometimes', 'CRON_TZ=Nowhere/Land 0 6 * * *']) {
+      let caught: unknown;
+      try {
+        parseSchedule(spec);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught, spec).toBeInstanceOf(ConfigError);
+      expect((caught as Error).message).toContain(`"${spec}"`);
+    }
+    const scheduler = new Scheduler(new Server());
+    expect(() => scheduler.registerPeriodicTask('nope', 'job', newSignature({ Name: 'add' }))).toThrow(/periodic task job: invalid periodic spec "nope"/);
+  });
+});
+
+describe('Scheduler', () => {
+  it('three schedulers sharing one lock send each of 10 ticks exactly once', async () => {
+    const lock = new MemoryLock({ leases: new Map() });
+    const nodes = [countingServer(lock), countingServer(lock), countingServer(lock)];
+    const schedulers = nodes.map((n) => new Scheduler(n.server));
+    const first = await nextSecondBoundary();
+    for (const s of schedulers) s.registerPeriodicTask('@every 1s', 'tick', newSignature({ Name: 'add' }));
+    // Ticks at first, first+1s, …, first+9s: stop between the 10th and the 11th.
+    await sleep(first + 9000 + 500 - Date.now());
+    await Promise.all(schedulers.map((s) => s.stop()));
+    const all = nodes.flatMap((n) => n.published);
+    expect(all).toHaveLength(10);
+    expect(new Set(all).size).toBe(10);
+    await Promise.all(nodes.map((n) => n.server.close()));
+  }, 20_000);
+
+  it('a removed schedule stops firing; chains, groups and chords get fresh ids per tick', async () => {
+    const lock = new MemoryLock();
+    const { server, published } = countingServer(lock);
+    const scheduler = new Scheduler(server);
+    const sig = newSignature({ Name: 'add' });
+    await nextSecondBoundary();
+    scheduler.registerPeriodicTask('@every 1s', 'single', sig);
+    scheduler.registerPeriodicChain('@every 1s', 'chain', newSignature({ Name: 'a' }), newSignature({ Name: 'b' }));
+    scheduler.registerPeriodicGroup('@every 1s', 'group', 2, newSignature({ Name: 'a' }), newSignature({ Name: 'b' }));
+    scheduler.registerPeriodicChord('@every 1s', 'chord', 0, newSignature({ Name: 'cb' }), newSignature({ Name: 'a' }), newSignature({ Name: 'b' }));
+    const first = await nextSecondBoundary();
+    await sleep(first + 400 - Date.now());
+    // 1 task + 1 chain head + 2 group members + 2 chord members.
+    expect(published).toHaveLength(6);
+    expect(new Set(published).size).toBe(6);
+    expect(scheduler.remove('single')).toBe(true);
+    expect(scheduler.remove('chain')).toBe(true);
+    expect(scheduler.remove('group')).toBe(true);
+    expect(scheduler.remove('missing')).toBe(false);
+    await sleep(1000);
+    // Only the chord fired again, with new ids.
+    expect(published).toHaveLength(8);
+    expect(new Set(published).size).toBe(8);
+    expect(scheduler.names()).toEqual(['chord']);
+    await scheduler.stop();
+    const count = published.length;
+    await sleep(1100);
+    expect(published).toHaveLength(count);
+    expect(sig.UUID).toBe('');
+    await server.close();
+  }, 10_000);
+});
