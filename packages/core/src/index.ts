@@ -17,3 +17,4 @@ export * from './server.js';
 export * from './worker.js';
 export * from './message/state.js';
 export * from './periodic.js';
+export * from './config.js';
