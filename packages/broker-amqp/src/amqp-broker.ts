@@ -1,0 +1,552 @@
+import amqp from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import {
+  type Broker,
+  type BrokerCapabilities,
+  type ConsumeOptions,
+  type Delivery,
+  type Outcome,
+  type Signature,
+  type Subscription,
+  type WireValue,
+  ClosedError,
+  encodeSignature,
+  parseRfc3339,
+} from '@machinery-ts/core';
+
+export interface AmqpBrokerOptions {
+  /** AMQP URL, e.g. `amqp://guest:guest@localhost:5672/`. Never logged with its password. */
+  readonly url: string;
+  /** @default 'machinery_exchange' */
+  readonly exchange?: string;
+  /** @default 'direct' */
+  readonly exchangeType?: string;
+  /** @default 'machinery_task' */
+  readonly bindingKey?: string;
+  /** @default 'machinery_tasks' */
+  readonly defaultQueue?: string;
+  /** Args of every work-queue declare (Go `AMQP.QueueDeclareArgs`). @default {} */
+  readonly queueDeclareArgs?: Record<string, unknown>;
+  /** Args of every work-queue binding (Go `AMQP.QueueBindingArgs`). @default {} */
+  readonly queueBindingArgs?: Record<string, unknown>;
+  /** Go `AMQP.DelayedQueue`: one shared delay queue with per-message TTLs. @default '' (a queue per delay) */
+  readonly delayedQueue?: string;
+  /** Go `AMQP.AutoDelete`, used for delay queues. @default false */
+  readonly autoDelete?: boolean;
+  /** Where `dead-letter` parks messages. @default `<queue>.machinery-ts.dead_letter` */
+  readonly deadLetterQueue?: string;
+  /** How long a publish waits for a lost connection to come back. @default 30000 */
+  readonly publishTimeoutMs?: number;
+  /** Reconnect back-off bounds. @default 100 / 5000 */
+  readonly reconnectMinMs?: number;
+  readonly reconnectMaxMs?: number;
+  /** Transport errors while reconnecting (no URL password in them). */
+  readonly onError?: (error: Error) => void;
+}
+
+interface Conn {
+  readonly model: ChannelModel;
+  readonly generation: number;
+  /** Queues declared (and bound) on this connection. */
+  readonly declared: Set<string>;
+  pub: ConfirmChannel | null;
+  alive: boolean;
+}
+
+/** Removes the password from an AMQP URL for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '<invalid amqp url>';
+  }
+}
+
+function toAmqpValue(v: WireValue): unknown {
+  if (typeof v === 'bigint') {
+    return Number.isSafeInteger(Number(v)) ? { '!': 'int64', value: Number(v) } : v.toString();
+  }
+  if (Array.isArray(v)) return v.map(toAmqpValue);
+  if (v !== null && typeof v === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = toAmqpValue(x);
+    return out;
+  }
+  return v;
+}
+
+const closedChannels = new WeakSet<Channel>();
+const int64 = (n: number): { '!': 'int64'; value: number } => ({ '!': 'int64', value: n });
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export class AmqpBroker implements Broker {
+  readonly capabilities: BrokerCapabilities = {
+    // A closed connection returns unacked messages at once; a silent peer is detected by heartbeats.
+    redeliveryTimeoutMs: 60_000,
+    countsDeliveries: false,
+    deadLetterQueue: true,
+  };
+  readonly #url: string;
+  readonly #exchange: string;
+  readonly #exchangeType: string;
+  readonly #bindingKey: string;
+  readonly #defaultQueue: string;
+  readonly #declareArgs: Record<string, unknown>;
+  readonly #bindingArgs: Record<string, unknown>;
+  readonly #delayedQueue: string;
+  readonly #autoDelete: boolean;
+  readonly #deadLetterQueue: string | undefined;
+  readonly #publishTimeoutMs: number;
+  readonly #minMs: number;
+  readonly #maxMs: number;
+  readonly #onError: ((e: Error) => void) | undefined;
+  readonly #subs = new Set<AmqpSubscription>();
+  #conn: Conn | null = null;
+  #connecting: Promise<Conn> | null = null;
+  #generation = 0;
+  #closed = false;
+
+  constructor(options: AmqpBrokerOptions) {
+    this.#url = options.url;
+    this.#exchange = options.exchange ?? 'machinery_exchange';
+    this.#exchangeType = options.exchangeType ?? 'direct';
+    this.#bindingKey = options.bindingKey ?? 'machinery_task';
+    this.#defaultQueue = options.defaultQueue ?? 'machinery_tasks';
+    this.#declareArgs = options.queueDeclareArgs ?? {};
+    this.#bindingArgs = options.queueBindingArgs ?? {};
+    this.#delayedQueue = options.delayedQueue ?? '';
+    this.#autoDelete = options.autoDelete ?? false;
+    this.#deadLetterQueue = options.deadLetterQueue;
+    this.#publishTimeoutMs = options.publishTimeoutMs ?? 30_000;
+    this.#minMs = options.reconnectMinMs ?? 100;
+    this.#maxMs = options.reconnectMaxMs ?? 5_000;
+    this.#onError = options.onError;
+  }
+
+  adjustRoutingKey(signature: Signature): void {
+    if (signature.RoutingKey) return;
+    signature.RoutingKey = this.#exchangeType === 'direct' ? this.#bindingKey : this.#defaultQueue;
+  }
+
+  // ---- connection management -------------------------------------------------------
+
+  #report(err: unknown): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    const msg = e.message.split(this.#url).join(redactUrl(this.#url));
+    if (msg !== e.message) e.message = msg;
+    this.#onError?.(e);
+    for (const s of this.#subs) s.options.onError?.(e);
+  }
+
+  /** The live connection, (re)connecting with capped jittered back-off. */
+  #connection(): Promise<Conn> {
+    if (this.#closed) return Promise.reject(new ClosedError('AmqpBroker'));
+    if (this.#conn?.alive) return Promise.resolve(this.#conn);
+    if (!this.#connecting) {
+      this.#connecting = this.#connectLoop().finally(() => {
+        this.#connecting = null;
+      });
+      this.#connecting.catch(() => {});
+    }
+    return this.#connecting;
+  }
+
+  async #connectLoop(): Promise<Conn> {
+    let wait = this.#minMs;
+    let first = true;
+    for (;;) {
+      if (this.#closed) throw new ClosedError('AmqpBroker');
+      if (!first) {
+        await sleep(wait / 2 + Math.random() * (wait / 2));
+        wait = Math.min(this.#maxMs, wait * 2);
+      }
+      first = false;
+      if (this.#closed) throw new ClosedError('AmqpBroker');
+      let model: ChannelModel | undefined;
+      try {
+        model = await amqp.connect(this.#url);
+        const conn: Conn = { model, generation: ++this.#generation, declared: new Set(), pub: null, alive: true };
+        model.on('error', (e: Error) => this.#report(e));
+        model.on('close', () => this.#lost(conn));
+        if (this.#closed) {
+          await model.close().catch(() => {});
+          throw new ClosedError('AmqpBroker');
+        }
+        if (this.#exchange) {
+          const ch = await model.createChannel();
+          ch.on('error', () => {});
+          await ch.assertExchange(this.#exchange, this.#exchangeType, { durable: true, autoDelete: false, internal: false });
+          await ch.close();
+        }
+        this.#conn = conn;
+        // Resume consumers on the new connection.
+        for (const s of this.#subs) void s.attach(conn);
+        return conn;
+      } catch (err) {
+        if (err instanceof ClosedError) throw err;
+        this.#report(new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`));
+        await model?.close().catch(() => {});
+      }
+    }
+  }
+
+  #lost(conn: Conn): void {
+    conn.alive = false;
+    if (this.#conn === conn) this.#conn = null;
+    if (this.#closed) return;
+    this.#report(new Error(`AMQP connection to ${redactUrl(this.#url)} lost; reconnecting`));
+    void this.#connection().catch(() => {});
+  }
+
+  async #pubChannel(conn: Conn): Promise<ConfirmChannel> {
+    if (conn.pub) return conn.pub;
+    const ch = await conn.model.createConfirmChannel();
+    ch.on('error', () => {});
+    ch.on('close', () => {
+      if (conn.pub === ch) conn.pub = null;
+      // A channel error (e.g. 406) may have interrupted a declare: forget what we declared.
+      conn.declared.clear();
+    });
+    conn.pub = ch;
+    return ch;
+  }
+
+  /** Declares a work queue as Go does and binds it (skipped once done on this connection). */
+  async #declareWorkQueue(conn: Conn, ch: Channel, queue: string, bindingKey: string): Promise<void> {
+    const key = `w\0${queue}\0${bindingKey}`;
+    if (conn.declared.has(key)) return;
+    await ch.assertQueue(queue, { durable: true, autoDelete: false, exclusive: false, arguments: this.#declareArgs });
+    if (this.#exchange) await ch.bindQueue(queue, this.#exchange, bindingKey, this.#bindingArgs);
+    conn.declared.add(key);
+  }
+
+  /**
+   * Runs `fn` on a live connection; when the connection drops underneath it, waits for the
+   * next one and runs it again, until `publishTimeoutMs` has passed.
+   */
+  async #withConnection<T>(what: string, fn: (conn: Conn) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.#publishTimeoutMs;
+    for (;;) {
+      if (this.#closed) throw new ClosedError('AmqpBroker');
+      const left = deadline - Date.now();
+      let timer: NodeJS.Timeout | undefined;
+      let conn: Conn;
+      try {
+        conn = await Promise.race([
+          this.#connection(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`AMQP ${what} timed out after ${this.#publishTimeoutMs} ms waiting for a connection to ${redactUrl(this.#url)}`)),
+              Math.max(0, left),
+            );
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+      try {
+        return await fn(conn);
+      } catch (err) {
+        // Connection lost mid-way: "maybe not sent"; send again on the next connection.
+        if (!conn.alive && !this.#closed && Date.now() < deadline) continue;
+        throw err;
+      }
+    }
+  }
+
+  // ---- publishing ----------------------------------------------------------------------
+
+  async publish(signature: Signature): Promise<void> {
+    if (this.#closed) throw new ClosedError('AmqpBroker');
+    this.adjustRoutingKey(signature);
+    const body = Buffer.from(encodeSignature(signature), 'utf8');
+    const headers = signature.Headers ? (toAmqpValue(signature.Headers) as Record<string, unknown>) : {};
+    const eta = signature.ETA ? parseRfc3339(signature.ETA) : null;
+    const routingKey = signature.RoutingKey;
+    const priority = signature.Priority;
+    await this.#withConnection('publish', async (conn) => {
+      const ch = await this.#pubChannel(conn);
+      const delayMs = eta === null ? 0 : Math.floor(eta - Date.now());
+      // The target work queue, declared as Go's producer does (direct: RoutingKey bound by RoutingKey).
+      if (this.#exchangeType === 'direct') await this.#declareWorkQueue(conn, ch, routingKey, routingKey);
+      else await this.#declareWorkQueue(conn, ch, this.#defaultQueue, this.#bindingKey);
+      if (delayMs >= 1) {
+        await this.#publishDelayed(conn, ch, body, headers, routingKey, delayMs);
+        return;
+      }
+      await this.#confirm(ch, this.#exchange, routingKey, body, {
+        contentType: 'application/json',
+        deliveryMode: 2,
+        priority,
+        headers,
+      });
+    });
+  }
+
+  async #publishDelayed(conn: Conn, ch: ConfirmChannel, body: Buffer, headers: Record<string, unknown>, routingKey: string, delayMs: number): Promise<void> {
+    const props: Options.Publish = { contentType: 'application/json', deliveryMode: 2, headers };
+    if (this.#delayedQueue) {
+      // Go Case B: one queue, per-message TTL.
+      const q = this.#delayedQueue;
+      const key = `d\0${q}`;
+      if (!conn.declared.has(key)) {
+        await ch.assertQueue(q, {
+          durable: true,
+          autoDelete: this.#autoDelete,
+          exclusive: false,
+          arguments: { 'x-dead-letter-exchange': this.#exchange, 'x-dead-letter-routing-key': routingKey },
+        });
+        if (this.#exchange) await ch.bindQueue(q, this.#exchange, q, {});
+        conn.declared.add(key);
+      }
+      await this.#confirm(ch, this.#exchange, q, body, { ...props, expiration: String(delayMs) });
+      return;
+    }
+    // Go Case A: a queue per delay, dead-lettering to the exchange with the routing key.
+    const q = `delay.${delayMs}.${this.#exchange}.${routingKey}`;
+    await ch.assertQueue(q, {
+      durable: true,
+      autoDelete: this.#autoDelete,
+      exclusive: false,
+      arguments: {
+        'x-dead-letter-exchange': this.#exchange,
+        'x-dead-letter-routing-key': routingKey,
+        'x-message-ttl': int64(delayMs),
+        'x-expires': int64(delayMs * 2),
+      },
+    });
+    if (this.#exchange) {
+      await ch.bindQueue(q, this.#exchange, q, {});
+      await this.#confirm(ch, this.#exchange, q, body, props);
+    } else {
+      await this.#confirm(ch, '', q, body, props);
+    }
+  }
+
+  #confirm(ch: ConfirmChannel, exchange: string, routingKey: string, body: Buffer, props: Options.Publish): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      try {
+        ch.publish(exchange, routingKey, body, props, (err) => {
+          if (err) reject(err instanceof Error ? err : new Error(String(err)));
+          else resolve();
+        });
+      } catch (err) {
+        reject(err as Error);
+      }
+    });
+  }
+
+  async publishBatch(signatures: readonly Signature[]): Promise<void> {
+    // Publishes are pipelined on the confirm channel; each is awaited independently.
+    const results = await Promise.allSettled(signatures.map((s) => this.publish(s)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** Re-publishes a consumed body after `delayMs` straight to `queue` (retry-later). */
+  async publishRetry(body: Buffer, headers: Record<string, unknown>, queue: string, delayMs: number): Promise<void> {
+    const ms = Math.max(1, Math.floor(delayMs));
+    await this.#withConnection('retry publish', async (conn) => {
+      const ch = await this.#pubChannel(conn);
+      // Our own name, dead-lettering through the default exchange straight into `queue`,
+      // whatever its bindings; x-expires leaves room for the message to leave first.
+      const q = `machinery-ts.retry.${ms}.${queue}`;
+      await ch.assertQueue(q, {
+        durable: true,
+        autoDelete: false,
+        exclusive: false,
+        arguments: {
+          'x-dead-letter-exchange': '',
+          'x-dead-letter-routing-key': queue,
+          'x-message-ttl': int64(ms),
+          'x-expires': int64(ms * 2 + 60_000),
+        },
+      });
+      await this.#confirm(ch, '', q, body, { contentType: 'application/json', deliveryMode: 2, headers });
+    });
+  }
+
+  /** Parks a body in the dead-letter queue of `queue`. */
+  async publishDeadLetter(body: Buffer, headers: Record<string, unknown>, queue: string, reason: string): Promise<void> {
+    const q = this.deadLetterQueueOf(queue);
+    await this.#withConnection('dead-letter publish', async (conn) => {
+      const ch = await this.#pubChannel(conn);
+      if (!conn.declared.has(`x\0${q}`)) {
+        await ch.assertQueue(q, { durable: true, autoDelete: false, exclusive: false });
+        conn.declared.add(`x\0${q}`);
+      }
+      await this.#confirm(ch, '', q, body, {
+        contentType: 'application/json',
+        deliveryMode: 2,
+        headers: { ...headers, 'x-machinery-ts-reason': reason, 'x-machinery-ts-queue': queue },
+      });
+    });
+  }
+
+  deadLetterQueueOf(queue: string): string {
+    return this.#deadLetterQueue ?? `${queue}.machinery-ts.dead_letter`;
+  }
+
+  // ---- consuming -----------------------------------------------------------------------
+
+  async consume(queue: string, options: ConsumeOptions): Promise<Subscription> {
+    if (this.#closed) throw new ClosedError('AmqpBroker');
+    const sub = new AmqpSubscription(this, queue, options, (conn, ch) => this.#declareWorkQueue(conn, ch, queue, this.#bindingKey), () =>
+      this.#subs.delete(sub),
+    );
+    this.#subs.add(sub);
+    await this.#withConnection('consume', (conn) => sub.attach(conn, true));
+    return sub;
+  }
+
+  /** Drops the connection abruptly, as a killed process would, and stops reconnecting (tests). */
+  async crash(): Promise<void> {
+    this.#closed = true;
+    const conn = this.#conn;
+    this.#conn = null;
+    const stream = (conn?.model as unknown as { connection?: { stream?: { destroy(): void } } } | undefined)?.connection?.stream;
+    stream?.destroy();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed && !this.#conn) return;
+    this.#closed = true;
+    for (const s of [...this.#subs]) await s.stop().catch(() => {});
+    const conn = this.#conn;
+    this.#conn = null;
+    if (conn?.alive) {
+      conn.alive = false;
+      await conn.model.close().catch(() => {});
+    }
+    await this.#connecting?.catch(() => {});
+  }
+}
+
+class AmqpSubscription implements Subscription {
+  #ch: Channel | null = null;
+  #tag: string | null = null;
+  #stopped = false;
+  #attaching: Promise<void> | null = null;
+
+  constructor(
+    readonly broker: AmqpBroker,
+    readonly queue: string,
+    readonly options: ConsumeOptions,
+    readonly declare: (conn: Conn, ch: Channel) => Promise<void>,
+    readonly onGone: () => void,
+  ) {}
+
+  /** Opens a channel on `conn` and starts consuming. Called again after each reconnect. */
+  attach(conn: Conn, throwErrors = false): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (this.#stopped || !conn.alive) return;
+      const ch = await conn.model.createChannel();
+      ch.on('error', (e: Error) => this.options.onError?.(e));
+      ch.on('close', () => {
+        closedChannels.add(ch);
+        if (this.#ch === ch) this.#ch = null;
+      });
+      try {
+        await this.declare(conn, ch);
+        await ch.prefetch(Math.max(1, this.options.prefetch), false);
+        this.#ch = ch;
+        const ok = await ch.consume(this.queue, (msg) => this.#onMessage(ch, msg), {
+          noAck: false,
+          exclusive: false,
+          ...(this.options.consumerTag ? { consumerTag: this.options.consumerTag } : {}),
+        });
+        this.#tag = ok.consumerTag;
+        if (this.#stopped) await ch.close().catch(() => {});
+      } catch (err) {
+        await ch.close().catch(() => {});
+        throw err;
+      }
+    };
+    const p = run();
+    this.#attaching = p.catch(() => {});
+    if (throwErrors) return p;
+    return p.catch((e: Error) => this.options.onError?.(e));
+  }
+
+  #onMessage(ch: Channel, msg: ConsumeMessage | null): void {
+    if (msg === null) {
+      // The server cancelled the consumer (queue deleted).
+      this.options.onError?.(new Error(`AMQP consumer of ${this.queue} was cancelled by the server`));
+      return;
+    }
+    this.options.onDelivery(new AmqpDelivery(this.broker, ch, this.queue, msg, this.options.onError));
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.onGone();
+    await this.#attaching;
+    const ch = this.#ch;
+    if (ch && this.#tag) await ch.cancel(this.#tag).catch(() => {});
+    // The channel stays open so deliveries already handed out can still be settled;
+    // it goes when the connection is closed.
+  }
+}
+
+class AmqpDelivery implements Delivery {
+  readonly body: string;
+  readonly deliveryCount: number;
+  #settled = false;
+
+  constructor(
+    readonly broker: AmqpBroker,
+    readonly channel: Channel,
+    readonly queue: string,
+    readonly msg: ConsumeMessage,
+    readonly onError: ((e: Error) => void) | undefined,
+  ) {
+    this.body = msg.content.toString('utf8');
+    this.deliveryCount = msg.fields.redelivered ? 2 : 1;
+  }
+
+  #alive(): boolean {
+    return !closedChannels.has(this.channel);
+  }
+
+  /** Acks / nacks are fire-and-forget in AMQP; a dead channel means the server redelivers. */
+  #safe(fn: () => void): void {
+    try {
+      fn();
+    } catch {
+      // Channel already closed: the broker redelivers the message.
+    }
+  }
+
+  async settle(outcome: Outcome): Promise<void> {
+    if (this.#settled) return;
+    this.#settled = true;
+    const headers = (this.msg.properties.headers ?? {}) as Record<string, unknown>;
+    try {
+      switch (outcome.kind) {
+        case 'ack':
+          this.#safe(() => this.channel.ack(this.msg, false));
+          return;
+        case 'requeue':
+          this.#safe(() => this.channel.nack(this.msg, false, true));
+          return;
+        case 'retry-later':
+          if (!this.#alive()) return;
+          await this.broker.publishRetry(this.msg.content, headers, this.queue, outcome.delayMs);
+          this.#safe(() => this.channel.ack(this.msg, false));
+          return;
+        case 'dead-letter':
+          if (!this.#alive()) return;
+          await this.broker.publishDeadLetter(this.msg.content, headers, this.queue, outcome.reason);
+          this.#safe(() => this.channel.ack(this.msg, false));
+          return;
+      }
+    } catch (err) {
+      // Could not re-publish: give the message back rather than lose it.
+      this.onError?.(err instanceof Error ? err : new Error(String(err)));
+      this.#safe(() => this.channel.nack(this.msg, false, true));
+    }
+  }
+}

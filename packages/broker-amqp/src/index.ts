@@ -1,0 +1,1 @@
+export { AmqpBroker, redactUrl, type AmqpBrokerOptions } from './amqp-broker.js';

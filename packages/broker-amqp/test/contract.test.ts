@@ -1,0 +1,14 @@
+import { randomUUID } from 'node:crypto';
+import { brokerContract } from '@machinery-ts/contract-tests';
+import type { Broker } from '@machinery-ts/core';
+import { AmqpBroker } from '../src/index.js';
+
+const url = process.env.MTS_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5673/';
+const X = `mts_test_${randomUUID()}`;
+const Q = `mts_test_q_${randomUUID()}`;
+
+brokerContract('amqp', {
+  create: () => new AmqpBroker({ url, exchange: X, defaultQueue: Q, bindingKey: Q, publishTimeoutMs: 5_000 }),
+  crash: (broker: Broker) => (broker as AmqpBroker).crash(),
+  redeliveryWaitMs: 2_000,
+});
