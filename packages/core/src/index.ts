@@ -18,3 +18,4 @@ export * from './worker.js';
 export * from './message/state.js';
 export * from './periodic.js';
 export * from './config.js';
+export * from './create-server.js';
