@@ -364,13 +364,25 @@ class SqsSubscription implements Subscription {
         await sleep(cap / 2 + Math.random() * (cap / 2), signal);
         continue;
       }
-      for (const m of messages) {
-        if (this.#stopped) break; // not handed out: back after its visibility timeout
+      for (const [i, m] of messages.entries()) {
+        if (this.#stopped) {
+          await this.#release(messages.slice(i));
+          break;
+        }
         if (await this.#holdUntilEta(m)) continue;
         this.#inFlight += 1;
         this.options.onDelivery(new SqsDelivery(this, m));
       }
     }
+  }
+
+  /** Gives back received messages that were never handed out (best effort; else the visibility timeout does). */
+  async #release(messages: Message[]): Promise<void> {
+    await Promise.allSettled(messages.map((m) => this.broker.client.send(new ChangeMessageVisibilityCommand({
+      QueueUrl: this.#url,
+      ReceiptHandle: m.ReceiptHandle,
+      VisibilityTimeout: 0,
+    }))));
   }
 
   /** A message whose ETA is still ahead is delayed again, not delivered. True when held. */

@@ -217,3 +217,24 @@ describe('SqsBroker', () => {
     await sub.stop();
   });
 });
+
+describe('SqsBroker stop', () => {
+  it('stop() aborts a 20 s long poll at once and delivers nothing afterwards', async () => {
+    const q = name();
+    const b = broker({ waitTimeSeconds: 20 });
+    const c = collect();
+    const sub = await b.consume(q, { prefetch: 1, onDelivery: c.onDelivery });
+    await new Promise((r) => setTimeout(r, 300)); // the poll is in flight
+    const t0 = Date.now();
+    await sub.stop();
+    expect(Date.now() - t0).toBeLessThan(2000);
+    await b.publish(newSignature({ UUID: newTaskUUID(), Name: 't', RoutingKey: q }));
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(c.got.length).toBe(0);
+    // Still there for another consumer.
+    const c2 = collect();
+    await b.consume(q, { prefetch: 1, onDelivery: c2.onDelivery });
+    await c2.until(1);
+    await (c2.got[0] as Delivery).settle({ kind: 'ack' });
+  });
+});
