@@ -1,0 +1,110 @@
+import { randomUUID } from 'node:crypto';
+import * as net from 'node:net';
+import amqp from 'amqplib';
+import { type Delivery, decodeSignature, newSignature, newTaskUUID } from '@machinery-ts/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AmqpBroker } from '../src/index.js';
+
+const url = new URL(process.env.MTS_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5673/');
+const X = `mts_test_${randomUUID()}`;
+const Q = `mts_test_q_${randomUUID()}`;
+
+/** A TCP proxy in front of RabbitMQ that can cut every connection and refuse new ones for a while. */
+function proxy() {
+  const sockets = new Set<net.Socket>();
+  let down = false;
+  const server = net.createServer((client) => {
+    if (down) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(url.port || 5672), url.hostname);
+    sockets.add(client);
+    sockets.add(upstream);
+    client.pipe(upstream).pipe(client);
+    const end = (): void => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  return {
+    server,
+    listen: () => new Promise<number>((r) => server.listen(0, '127.0.0.1', () => r((server.address() as net.AddressInfo).port))),
+    outage(ms: number): void {
+      down = true;
+      for (const s of sockets) s.destroy();
+      setTimeout(() => (down = false), ms);
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+describe('AMQP reconnection', () => {
+  const p = proxy();
+  let proxied = '';
+  beforeAll(async () => {
+    const port = await p.listen();
+    const u = new URL(url.toString());
+    u.port = String(port);
+    proxied = u.toString();
+  });
+  afterAll(async () => {
+    await p.close();
+    const conn = await amqp.connect(url.toString());
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(Q).catch(() => {});
+    await ch.deleteExchange(X).catch(() => {});
+    await conn.close();
+  });
+
+  it('resumes consuming and publishing after the connection drops; old deliveries settle harmlessly', async () => {
+    const errors: Error[] = [];
+    const broker = new AmqpBroker({ url: proxied, exchange: X, bindingKey: Q, defaultQueue: Q, publishTimeoutMs: 15_000 });
+    try {
+      const got: Delivery[] = [];
+      await broker.consume(Q, { prefetch: 2, onDelivery: (d) => got.push(d), onError: (e) => errors.push(e) });
+      const until = async (n: number): Promise<void> => {
+        const deadline = Date.now() + 15_000;
+        while (got.length < n) {
+          if (Date.now() > deadline) throw new Error(`expected ${n} deliveries, got ${got.length}`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'before', RoutingKey: Q }));
+      await until(1);
+      const old = got[0] as Delivery;
+
+      p.outage(1000);
+      const t0 = Date.now();
+      await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'during', RoutingKey: Q }));
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(500);
+      await old.settle({ kind: 'ack' }); // its channel is gone: resolves, the server redelivers it
+
+      await until(3);
+      const names = got.slice(1).map((d) => decodeSignature(d.body).Name).sort();
+      expect(names).toEqual(['before', 'during']);
+      const again = got.slice(1).find((d) => decodeSignature(d.body).Name === 'before') as Delivery;
+      expect(again.deliveryCount).toBe(2);
+      for (const d of got.slice(1)) await d.settle({ kind: 'ack' });
+      expect(errors.some((e) => e.message.includes('guest:guest'))).toBe(false);
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it('rejects a publish with a clear error when the outage outlasts publishTimeoutMs', async () => {
+    const broker = new AmqpBroker({ url: proxied, exchange: X, bindingKey: Q, defaultQueue: Q, publishTimeoutMs: 500 });
+    try {
+      await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'warmup', RoutingKey: Q }));
+      p.outage(2000);
+      await expect(broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'lost', RoutingKey: Q }))).rejects.toThrow(/timed out/);
+    } finally {
+      await broker.close();
+      await new Promise((r) => setTimeout(r, 1600));
+    }
+  });
+});
