@@ -1,0 +1,503 @@
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  type Broker,
+  type BrokerCapabilities,
+  ClosedError,
+  type ConsumeOptions,
+  type Delivery,
+  type Outcome,
+  type Signature,
+  type Subscription,
+  encodeSignature,
+  parseRfc3339,
+} from '@machinery-ts/core';
+import { Redis, type RedisOptions } from 'ioredis';
+
+/**
+ * Redis broker, wire-compatible with Go Machinery v2 (task lists and the `delayed_tasks`
+ * ZSET), with at-least-once delivery added on top: messages are claimed with `BLMOVE`
+ * into a per-consumer in-flight list guarded by a lease; a reaper returns the in-flight
+ * messages of consumers whose lease ran out to the head of their queue.
+ */
+export interface RedisBrokerOptions {
+  /** `redis://[user:pass@]host:port/db`; ignored when `client` is given. @default 'redis://127.0.0.1:6379' */
+  readonly url?: string;
+  /** A client to use (stays open on `close`). Blocking connections are duplicated from it. */
+  readonly client?: Redis;
+  /** Queue for signatures without a routing key. @default 'machinery_tasks' */
+  readonly defaultQueue?: string;
+  /** Go's `DelayedTasksKey`. @default 'delayed_tasks' */
+  readonly delayedTasksKey?: string;
+  /** Consumer lease; renewed every leaseMs/3. @default 30000 */
+  readonly leaseMs?: number;
+  /** How often dead consumers are looked for (cluster-wide throttled). @default leaseMs / 2 */
+  readonly reapIntervalMs?: number;
+  /** Longest sleep of the delayed-task promoter between polls. @default 100 */
+  readonly delayedPollMs?: number;
+  /** Key prefix of the at-least-once bookkeeping. @default 'machinery-ts:' */
+  readonly keyPrefix?: string;
+}
+
+class LuaScript {
+  readonly sha: string;
+  constructor(readonly source: string) {
+    this.sha = createHash('sha1').update(source).digest('hex');
+  }
+  async run(client: Redis, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    try {
+      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
+    } catch (error) {
+      if (error instanceof Error && error.message.includes('NOSCRIPT')) return client.eval(this.source, keys.length, ...keys, ...args);
+      throw error;
+    }
+  }
+}
+
+/** Moves up to ARGV[1] messages from the queue head to the in-flight list. */
+const CLAIM = new LuaScript(`
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+  if not v then break end
+  out[#out + 1] = v
+end
+return out`);
+
+/** KEYS: inflight, target. ARGV: body, mode, extra. Acts only if the message was still in flight. */
+const SETTLE = new LuaScript(`
+local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if removed == 0 then return 0 end
+if ARGV[2] == 'requeue' then redis.call('LPUSH', KEYS[2], ARGV[1])
+elseif ARGV[2] == 'later' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+elseif ARGV[2] == 'dead' then redis.call('RPUSH', KEYS[2], ARGV[3]) end
+return 1`);
+
+/** KEYS: leases, consumers. ARGV: leaseMs, then (id, queue) pairs. Uses the server clock. */
+const HEARTBEAT = new LuaScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local exp = now + tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], exp, ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+return now`);
+
+/** KEYS: leases, consumers, lock. ARGV: lockOwner, intervalMs, inflightPrefix. */
+const REAP = new LuaScript(`
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+local moved = 0
+for _, id in ipairs(dead) do
+  local q = redis.call('HGET', KEYS[2], id)
+  local inflight = ARGV[3] .. id
+  if q then
+    while true do
+      local v = redis.call('LMOVE', inflight, q, 'RIGHT', 'LEFT')
+      if not v then break end
+      moved = moved + 1
+    end
+  end
+  redis.call('DEL', inflight)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+return moved`);
+
+/** KEYS: inflight, queue, leases, consumers. ARGV: id. Returns everything in flight to the queue head. */
+const RELEASE = new LuaScript(`
+local moved = 0
+while true do
+  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not v then break end
+  moved = moved + 1
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return moved`);
+
+/** KEYS: delayed. ARGV: now_ns, limit, fallback queue. Moves due members to their RoutingKey list. */
+const PROMOTE = new LuaScript(`
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  local q = ARGV[3]
+  local ok, dec = pcall(cjson.decode, m)
+  if ok and type(dec) == 'table' and type(dec.RoutingKey) == 'string' and dec.RoutingKey ~= '' then q = dec.RoutingKey end
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('RPUSH', q, m)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, nxt[2] or false}`);
+
+const PROMOTE_BATCH = 200;
+
+const retryStrategy = (n: number): number => Math.min(n * 200, 5000) + Math.floor(Math.random() * 200);
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
+
+export class RedisBroker implements Broker {
+  readonly capabilities: BrokerCapabilities;
+  readonly client: Redis;
+  readonly defaultQueue: string;
+  readonly delayedTasksKey: string;
+  readonly leaseMs: number;
+  readonly reapIntervalMs: number;
+  readonly #ownsClient: boolean;
+  readonly #delayedPollMs: number;
+  readonly #prefix: string;
+  readonly #id = randomBytes(8).toString('hex');
+  readonly #subs = new Set<RedisSubscription>();
+  readonly #timers = new Set<NodeJS.Timeout>();
+  #promoterRunning = false;
+  #closed = false;
+
+  constructor(options: RedisBrokerOptions = {}) {
+    this.#ownsClient = !options.client;
+    this.client =
+      options.client ?? new Redis(options.url ?? 'redis://127.0.0.1:6379', { retryStrategy, enableAutoPipelining: false });
+    this.defaultQueue = options.defaultQueue ?? 'machinery_tasks';
+    this.delayedTasksKey = options.delayedTasksKey ?? 'delayed_tasks';
+    this.leaseMs = options.leaseMs ?? 30_000;
+    this.reapIntervalMs = options.reapIntervalMs ?? Math.max(100, Math.floor(this.leaseMs / 2));
+    this.#delayedPollMs = options.delayedPollMs ?? 100;
+    this.#prefix = options.keyPrefix ?? 'machinery-ts:';
+    this.capabilities = {
+      redeliveryTimeoutMs: this.leaseMs + this.reapIntervalMs,
+      countsDeliveries: false,
+      deadLetterQueue: true,
+    };
+    if (this.#ownsClient) this.client.on('error', () => {}); // reconnects itself; errors surface on commands
+  }
+
+  /** `machinery-ts:leases`: ZSET consumerId → lease expiry (ms, Redis clock). */
+  get leasesKey(): string {
+    return `${this.#prefix}leases`;
+  }
+  /** `machinery-ts:consumers`: HASH consumerId → queue. */
+  get consumersKey(): string {
+    return `${this.#prefix}consumers`;
+  }
+  inflightKey(consumerId: string): string {
+    return `${this.#prefix}inflight:${consumerId}`;
+  }
+  /** Where dead-lettered messages go: a LIST of `{"reason","queue","body"}` JSON documents. */
+  static deadLetterKey(queue: string): string {
+    return `${queue}:dead_letter`;
+  }
+
+  adjustRoutingKey(signature: Signature): void {
+    if (!signature.RoutingKey) signature.RoutingKey = this.defaultQueue;
+  }
+
+  #prepare(signature: Signature): { queue: string; body: string; etaNs: number | null } {
+    this.adjustRoutingKey(signature);
+    const body = encodeSignature(signature);
+    const eta = signature.ETA ? parseRfc3339(signature.ETA) : null;
+    return { queue: signature.RoutingKey, body, etaNs: eta !== null && eta > Date.now() ? eta * 1e6 : null };
+  }
+
+  async publish(signature: Signature): Promise<void> {
+    if (this.#closed) throw new ClosedError('RedisBroker');
+    const { queue, body, etaNs } = this.#prepare(signature);
+    if (etaNs !== null) await this.client.zadd(this.delayedTasksKey, String(etaNs), body);
+    else await this.client.rpush(queue, body);
+  }
+
+  async publishBatch(signatures: readonly Signature[]): Promise<void> {
+    if (this.#closed) throw new ClosedError('RedisBroker');
+    if (signatures.length === 0) return;
+    const pipe = this.client.pipeline();
+    for (const s of signatures) {
+      const { queue, body, etaNs } = this.#prepare(s);
+      if (etaNs !== null) pipe.zadd(this.delayedTasksKey, String(etaNs), body);
+      else pipe.rpush(queue, body);
+    }
+    const results = (await pipe.exec()) ?? [];
+    const failed = results.find(([e]) => e);
+    if (failed?.[0]) throw failed[0];
+  }
+
+  async consume(queue: string, options: ConsumeOptions): Promise<Subscription> {
+    if (this.#closed) throw new ClosedError('RedisBroker');
+    const consumerId = `${options.consumerTag ?? 'consumer'}:${this.#id}:${randomBytes(6).toString('hex')}`;
+    const blocking = this.client.duplicate({ maxRetriesPerRequest: null, retryStrategy, lazyConnect: false });
+    blocking.on('error', () => {});
+    const sub = new RedisSubscription(this, queue, options, consumerId, blocking, () => this.#subs.delete(sub));
+    // The lease exists before anything is claimed.
+    await HEARTBEAT.run(this.client, [this.leasesKey, this.consumersKey], [this.leaseMs, consumerId, queue]);
+    this.#subs.add(sub);
+    this.#startTimers();
+    sub.start();
+    return sub;
+  }
+
+  #startTimers(): void {
+    if (this.#timers.size > 0) return;
+    const every = (ms: number, fn: () => Promise<unknown>): void => {
+      let busy = false;
+      const t = setInterval(() => {
+        if (busy || this.#closed) return;
+        busy = true;
+        fn()
+          .catch((e) => this.#report(asError(e)))
+          .finally(() => (busy = false));
+      }, ms);
+      this.#timers.add(t);
+    };
+    every(Math.max(50, Math.floor(this.leaseMs / 3)), () => this.#heartbeat());
+    every(this.reapIntervalMs, () => this.reap());
+    if (!this.#promoterRunning) {
+      this.#promoterRunning = true;
+      void this.#promoterLoop();
+    }
+  }
+
+  async #heartbeat(): Promise<void> {
+    const args: (string | number)[] = [this.leaseMs];
+    for (const s of this.#subs) if (s.holdsLease) args.push(s.consumerId, s.queue);
+    if (args.length > 1) await HEARTBEAT.run(this.client, [this.leasesKey, this.consumersKey], args);
+  }
+
+  /** Returns the in-flight messages of consumers whose lease expired. Runs on a timer; public for tests. */
+  async reap(): Promise<number> {
+    const moved = await REAP.run(
+      this.client,
+      [this.leasesKey, this.consumersKey, `${this.#prefix}reaper-lock`],
+      [this.#id, this.reapIntervalMs, `${this.#prefix}inflight:`],
+    );
+    return Number(moved);
+  }
+
+  /** Moves due delayed messages to their lists; returns how many and the next due time (ms) or null. */
+  async promoteDue(): Promise<{ moved: number; nextMs: number | null }> {
+    const nowNs = String(Date.now() * 1e6);
+    const res = (await PROMOTE.run(this.client, [this.delayedTasksKey], [nowNs, PROMOTE_BATCH, this.defaultQueue])) as [
+      number,
+      string | null,
+    ];
+    return { moved: Number(res[0]), nextMs: res[1] ? Number(res[1]) / 1e6 : null };
+  }
+
+  async #promoterLoop(): Promise<void> {
+    while (!this.#closed && this.#subs.size > 0) {
+      let wait = this.#delayedPollMs;
+      try {
+        const { moved, nextMs } = await this.promoteDue();
+        if (moved >= PROMOTE_BATCH) wait = 0;
+        else if (nextMs !== null) wait = Math.min(this.#delayedPollMs, Math.max(1, nextMs - Date.now()));
+      } catch (e) {
+        if (this.#closed) break;
+        this.#report(asError(e));
+        wait = 500;
+      }
+      if (wait > 0) await sleep(wait);
+    }
+    this.#promoterRunning = false;
+  }
+
+  #report(error: Error): void {
+    const first = this.#subs.values().next();
+    if (!first.done) first.value.options.onError?.(error);
+  }
+
+  /** @internal subscription bookkeeping */
+  subscriptionGone(sub: RedisSubscription): void {
+    this.#subs.delete(sub);
+  }
+
+  async settle(sub: RedisSubscription, body: string, outcome: Outcome): Promise<void> {
+    const inflight = this.inflightKey(sub.consumerId);
+    switch (outcome.kind) {
+      case 'ack':
+        await this.client.lrem(inflight, 1, body);
+        return;
+      case 'requeue':
+        await SETTLE.run(this.client, [inflight, sub.queue], [body, 'requeue', '']);
+        return;
+      case 'retry-later':
+        await SETTLE.run(this.client, [inflight, this.delayedTasksKey], [body, 'later', String((Date.now() + Math.max(0, outcome.delayMs)) * 1e6)]);
+        return;
+      case 'dead-letter':
+        await SETTLE.run(
+          this.client,
+          [inflight, RedisBroker.deadLetterKey(sub.queue)],
+          [body, 'dead', JSON.stringify({ reason: outcome.reason, queue: sub.queue, body })],
+        );
+        return;
+    }
+  }
+
+  /** Gives a consumer's in-flight messages back to the head of its queue and drops its lease. */
+  async release(sub: RedisSubscription): Promise<void> {
+    await RELEASE.run(this.client, [this.inflightKey(sub.consumerId), sub.queue, this.leasesKey, this.consumersKey], [sub.consumerId]);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    const subs = [...this.#subs];
+    await Promise.allSettled(subs.map((s) => s.stop()));
+    this.#closed = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers.clear();
+    // Unsettled deliveries go back to the queue head at once rather than after the lease.
+    await Promise.allSettled(subs.map((s) => s.abandon()));
+    this.#subs.clear();
+    if (this.#ownsClient) await this.client.quit().catch(() => this.client.disconnect());
+  }
+
+  /**
+   * FOR TESTS: dies as a SIGKILLed process would — timers stop and connections drop
+   * without settling or returning anything; the reaper of another broker brings the
+   * in-flight messages back after the lease.
+   */
+  async disconnectAbruptly(): Promise<void> {
+    this.#closed = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers.clear();
+    for (const s of this.#subs) s.kill();
+    this.#subs.clear();
+    this.client.disconnect();
+  }
+}
+
+class RedisSubscription implements Subscription {
+  #stopped = false;
+  #loop: Promise<void> = Promise.resolve();
+  #outstanding = new Set<RedisDelivery>();
+  #wake: (() => void) | null = null;
+  #released = false;
+  #stopping: Promise<void> | null = null;
+
+  constructor(
+    readonly broker: RedisBroker,
+    readonly queue: string,
+    readonly options: ConsumeOptions,
+    readonly consumerId: string,
+    readonly blocking: Redis,
+    readonly onGone: () => void,
+  ) {}
+
+  get holdsLease(): boolean {
+    return !this.#released;
+  }
+
+  start(): void {
+    this.#loop = this.#run();
+  }
+
+  #signal(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  async #run(): Promise<void> {
+    const inflight = this.broker.inflightKey(this.consumerId);
+    const prefetch = Math.max(1, this.options.prefetch);
+    while (!this.#stopped) {
+      const free = prefetch - this.#outstanding.size;
+      if (free <= 0) {
+        await new Promise<void>((r) => (this.#wake = r));
+        continue;
+      }
+      try {
+        let bodies = (await CLAIM.run(this.broker.client, [this.queue, inflight], [free])) as string[];
+        if (bodies.length === 0 && !this.#stopped) {
+          const one = await this.blocking.blmove(this.queue, inflight, 'LEFT', 'RIGHT', 1);
+          bodies = one === null ? [] : [one];
+        }
+        for (const body of bodies) {
+          const d = new RedisDelivery(this, body);
+          this.#outstanding.add(d);
+          this.options.onDelivery(d);
+        }
+      } catch (e) {
+        if (this.#stopped || this.broker.closed) break;
+        this.options.onError?.(asError(e));
+        await sleep(500);
+      }
+    }
+  }
+
+  /** @internal */
+  async settled(d: RedisDelivery, outcome: Outcome): Promise<void> {
+    try {
+      await this.broker.settle(this, d.body, outcome);
+    } finally {
+      this.#outstanding.delete(d);
+      this.#signal();
+      if (this.#stopped && this.#outstanding.size === 0 && !this.broker.closed) await this.#release();
+    }
+  }
+
+  async #release(): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
+    await this.broker.release(this);
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#stopped = true;
+      this.#signal();
+      // Interrupts a pending BLMOVE; anything it moved server-side is returned by the release.
+      this.blocking.disconnect();
+      await this.#loop;
+      this.onGone();
+      if (this.#outstanding.size === 0 && !this.broker.closed) await this.#release().catch(() => {});
+    })();
+    return this.#stopping;
+  }
+
+  /** On close: unsettled deliveries go back to the queue head now. */
+  async abandon(): Promise<void> {
+    for (const d of this.#outstanding) d.markSettled();
+    this.#outstanding.clear();
+    this.#released = true;
+    await this.broker.release(this);
+  }
+
+  kill(): void {
+    this.#stopped = true;
+    this.#released = true;
+    for (const d of this.#outstanding) d.markSettled();
+    this.#outstanding.clear();
+    this.#signal();
+    this.blocking.disconnect();
+  }
+}
+
+class RedisDelivery implements Delivery {
+  readonly queue: string;
+  readonly deliveryCount = 1;
+  #settled = false;
+
+  constructor(
+    readonly sub: RedisSubscription,
+    readonly body: string,
+  ) {
+    this.queue = sub.queue;
+  }
+
+  markSettled(): void {
+    this.#settled = true;
+  }
+
+  async settle(outcome: Outcome): Promise<void> {
+    if (this.#settled) return;
+    this.#settled = true;
+    await this.sub.settled(this, outcome);
+  }
+
+  /** The consumer's heartbeat covers every in-flight message; nothing to do per delivery. */
+  async extend(): Promise<void> {}
+}
