@@ -73,14 +73,19 @@ describe('Scheduler', () => {
     const schedulers = nodes.map((n) => new Scheduler(n.server));
     const first = await nextSecondBoundary();
     for (const s of schedulers) s.registerPeriodicTask('@every 1s', 'tick', newSignature({ Name: 'add' }));
-    // Ticks at first, first+1s, …, first+9s: stop between the 10th and the 11th.
-    await sleep(first + 9000 + 500 - Date.now());
+    const sent = () => nodes.reduce((n, x) => n + x.published.length, 0);
+    // Ticks at first, first+1s, …: stop as soon as 10 sends are seen (a second before the 11th tick).
+    while (sent() < 10 && Date.now() < first + 20_000) await sleep(20);
     await Promise.all(schedulers.map((s) => s.stop()));
+    expect(Date.now()).toBeGreaterThanOrEqual(first + 9000); // 10 ticks really elapsed, no tick sent twice
     const all = nodes.flatMap((n) => n.published);
     expect(all).toHaveLength(10);
     expect(new Set(all).size).toBe(10);
+    const keys = lock.keys().sort();
+    expect(keys).toHaveLength(10);
+    expect(keys[0]).toBe(`machinery_lock_tick|@every 1s|${first}`);
     await Promise.all(nodes.map((n) => n.server.close()));
-  }, 20_000);
+  }, 30_000);
 
   it('a removed schedule stops firing; chains, groups and chords get fresh ids per tick', async () => {
     const lock = new MemoryLock();
@@ -93,15 +98,20 @@ describe('Scheduler', () => {
     scheduler.registerPeriodicGroup('@every 1s', 'group', 2, newSignature({ Name: 'a' }), newSignature({ Name: 'b' }));
     scheduler.registerPeriodicChord('@every 1s', 'chord', 0, newSignature({ Name: 'cb' }), newSignature({ Name: 'a' }), newSignature({ Name: 'b' }));
     const first = await nextSecondBoundary();
-    await sleep(first + 400 - Date.now());
+    const until = async (n: number) => {
+      while (published.length < n && Date.now() < first + 8000) await sleep(10);
+    };
+    await until(6);
     // 1 task + 1 chain head + 2 group members + 2 chord members.
+    expect(Date.now()).toBeLessThan(first + 1000);
     expect(published).toHaveLength(6);
     expect(new Set(published).size).toBe(6);
     expect(scheduler.remove('single')).toBe(true);
     expect(scheduler.remove('chain')).toBe(true);
     expect(scheduler.remove('group')).toBe(true);
     expect(scheduler.remove('missing')).toBe(false);
-    await sleep(1000);
+    await until(8);
+    await sleep(50);
     // Only the chord fired again, with new ids.
     expect(published).toHaveLength(8);
     expect(new Set(published).size).toBe(8);
