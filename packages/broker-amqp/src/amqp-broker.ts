@@ -406,6 +406,7 @@ export class AmqpBroker implements Broker {
     this.#closed = true;
     const conn = this.#conn;
     this.#conn = null;
+    if (conn) conn.alive = false;
     const stream = (conn?.model as unknown as { connection?: { stream?: { destroy(): void } } } | undefined)?.connection?.stream;
     stream?.destroy();
   }
@@ -429,6 +430,8 @@ class AmqpSubscription implements Subscription {
   #tag: string | null = null;
   #stopped = false;
   #attaching: Promise<void> | null = null;
+  #attachedTo: Conn | null = null;
+  #attachPromise: Promise<void> | null = null;
 
   constructor(
     readonly broker: AmqpBroker,
@@ -438,8 +441,15 @@ class AmqpSubscription implements Subscription {
     readonly onGone: () => void,
   ) {}
 
-  /** Opens a channel on `conn` and starts consuming. Called again after each reconnect. */
+  /**
+   * Opens a channel on `conn` and starts consuming. Called again after each reconnect;
+   * a second call for the same connection while its channel lives is a no-op.
+   */
   attach(conn: Conn, throwErrors = false): Promise<void> {
+    if (this.#attachedTo === conn && this.#attachPromise) {
+      const p = this.#attachPromise;
+      return throwErrors ? p : p.catch((e: Error) => this.options.onError?.(e));
+    }
     const run = async (): Promise<void> => {
       if (this.#stopped || !conn.alive) return;
       const ch = await conn.model.createChannel();
@@ -447,6 +457,15 @@ class AmqpSubscription implements Subscription {
       ch.on('close', () => {
         closedChannels.add(ch);
         if (this.#ch === ch) this.#ch = null;
+        if (this.#attachedTo === conn && this.#attachPromise === p) {
+          this.#attachedTo = null;
+          this.#attachPromise = null;
+        }
+        // The channel died but the connection lives (e.g. a channel error): consume again shortly.
+        if (!this.#stopped && conn.alive && this.#tag !== null) {
+          const t = setTimeout(() => void this.attach(conn), 1000);
+          t.unref();
+        }
       });
       try {
         await this.declare(conn, ch);
@@ -464,8 +483,16 @@ class AmqpSubscription implements Subscription {
         throw err;
       }
     };
-    const p = run();
+    const p: Promise<void> = run();
+    this.#attachedTo = conn;
+    this.#attachPromise = p;
     this.#attaching = p.catch(() => {});
+    p.catch(() => {
+      if (this.#attachPromise === p) {
+        this.#attachedTo = null;
+        this.#attachPromise = null;
+      }
+    });
     if (throwErrors) return p;
     return p.catch((e: Error) => this.options.onError?.(e));
   }

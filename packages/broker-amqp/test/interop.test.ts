@@ -172,6 +172,25 @@ describe('AMQP interop with Go Machinery', () => {
     }
   });
 
+  it('consumes once per subscription even when consume() opens the connection (prefetch holds)', async () => {
+    const queue = q();
+    const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
+    try {
+      const c = collector();
+      await broker.consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
+      for (let i = 0; i < 3; i++) await broker.publish(newSignature({ UUID: newTaskUUID(), Name: `p${i}`, RoutingKey: queue }));
+      await c.until(1);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(c.got.length).toBe(1);
+      await (c.got[0] as Delivery).settle({ kind: 'ack' });
+      await c.until(2);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(c.got.length).toBe(2);
+    } finally {
+      await broker.close();
+    }
+  });
+
   it('dead-letters into its own queue with the reason headers', async () => {
     const queue = q();
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
