@@ -251,6 +251,7 @@ export class RedisBroker implements Broker {
     };
     every(Math.max(50, Math.floor(this.leaseMs / 3)), () => this.#heartbeat());
     every(this.reapIntervalMs, () => this.reap());
+    void this.reap().catch((e) => this.#report(asError(e)));
     if (!this.#promoterRunning) {
       this.#promoterRunning = true;
       void this.#promoterLoop();
@@ -268,7 +269,8 @@ export class RedisBroker implements Broker {
     const moved = await REAP.run(
       this.client,
       [this.leasesKey, this.consumersKey, `${this.#prefix}reaper-lock`],
-      [this.#id, this.reapIntervalMs, `${this.#prefix}inflight:`],
+      // The lock lapses a little before the next tick, so timer jitter never skips a round.
+      [this.#id, Math.max(1, Math.floor(this.reapIntervalMs * 0.8)), `${this.#prefix}inflight:`],
     );
     return Number(moved);
   }
