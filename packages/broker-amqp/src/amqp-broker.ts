@@ -40,6 +40,8 @@ export interface AmqpBrokerOptions {
   /** Reconnect back-off bounds. @default 100 / 5000 */
   readonly reconnectMinMs?: number;
   readonly reconnectMaxMs?: number;
+  /** AMQP heartbeat used when the URL has no `heartbeat` parameter; a silent peer is dropped after ~2 beats. @default 10 */
+  readonly heartbeatSeconds?: number;
   /** Transport errors while reconnecting (no URL password in them). */
   readonly onError?: (error: Error) => void;
 }
@@ -81,13 +83,20 @@ const closedChannels = new WeakSet<Channel>();
 const int64 = (n: number): { '!': 'int64'; value: number } => ({ '!': 'int64', value: n });
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+function withHeartbeat(url: string, seconds: number): { url: string; heartbeat: number } {
+  try {
+    const u = new URL(url);
+    const given = u.searchParams.get('heartbeat');
+    if (given !== null) return { url, heartbeat: Number(given) || 60 };
+    u.searchParams.set('heartbeat', String(seconds));
+    return { url: u.toString(), heartbeat: seconds };
+  } catch {
+    return { url, heartbeat: 60 };
+  }
+}
+
 export class AmqpBroker implements Broker {
-  readonly capabilities: BrokerCapabilities = {
-    // A closed connection returns unacked messages at once; a silent peer is detected by heartbeats.
-    redeliveryTimeoutMs: 60_000,
-    countsDeliveries: false,
-    deadLetterQueue: true,
-  };
+  readonly capabilities: BrokerCapabilities;
   readonly #url: string;
   readonly #exchange: string;
   readonly #exchangeType: string;
@@ -109,7 +118,10 @@ export class AmqpBroker implements Broker {
   #closed = false;
 
   constructor(options: AmqpBrokerOptions) {
-    this.#url = options.url;
+    const hb = withHeartbeat(options.url, options.heartbeatSeconds ?? 10);
+    this.#url = hb.url;
+    // A closed connection returns unacked messages at once; a silent peer is detected by heartbeats.
+    this.capabilities = { redeliveryTimeoutMs: hb.heartbeat * 3 * 1000, countsDeliveries: false, deadLetterQueue: true };
     this.#exchange = options.exchange ?? 'machinery_exchange';
     this.#exchangeType = options.exchangeType ?? 'direct';
     this.#bindingKey = options.bindingKey ?? 'machinery_task';
