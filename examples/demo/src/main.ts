@@ -1,5 +1,5 @@
 // The machinery-ts demo on the in-memory default: no servers needed.
-import { RetryTaskLater, Server, arg, chain, chord, defineTask, group, newSignature } from '@machinery-ts/core';
+import { RetryTaskLater, Scheduler, Server, arg, chain, chord, defineTask, group, newSignature } from '@machinery-ts/core';
 
 const sum = defineTask({
   name: 'sum',
@@ -81,6 +81,15 @@ const ch = chain(
 );
 const chainResult = await server.sendChain(ch);
 console.log('chain 4*(5+(1+1)) =', String((await chainResult.get({ timeoutMs: 5000 }))[0]));
+
+// A periodic task: every second, exactly once per tick however many schedulers run.
+let ticks = 0;
+server.registerTask('tick', () => void (ticks += 1));
+const scheduler = new Scheduler(server);
+scheduler.registerPeriodicTask('@every 1s', 'heartbeat', newSignature({ Name: 'tick' }));
+while (ticks < 2) await new Promise((r) => setTimeout(r, 100));
+await scheduler.stop();
+console.log('periodic @every 1s ran', ticks, 'times');
 
 await worker.stop();
 await server.close();

@@ -13,6 +13,8 @@ export class MemoryLock implements Lock {
     const now = Date.now();
     const held = this.#leases.get(key);
     if (held && held.expiresAt > now) return null;
+    // Periodic keys are unique per tick: drop expired leases so the map stays small.
+    if (this.#leases.size > 1000) for (const [k, v] of this.#leases) if (v.expiresAt <= now) this.#leases.delete(k);
     const token = randomUUID();
     this.#leases.set(key, { token, expiresAt: now + ttlMs });
     return token;
