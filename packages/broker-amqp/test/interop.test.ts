@@ -191,6 +191,28 @@ describe('AMQP interop with Go Machinery', () => {
     }
   });
 
+  it('supports Go case B: one shared delayed queue with per-message expiration', async () => {
+    const queue = q();
+    const delayedQueue = q();
+    const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue, delayedQueue });
+    try {
+      const c = collector();
+      await broker.consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
+      const eta = Date.now() + 600;
+      await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'caseB', RoutingKey: queue, ETA: formatRfc3339Nano(eta) }));
+      const ch = await admin.createChannel();
+      const { messageCount } = await ch.checkQueue(delayedQueue);
+      await ch.close();
+      expect(messageCount).toBe(1);
+      await c.until(1, 10_000);
+      expect((c.at[0] as number) - eta).toBeGreaterThanOrEqual(-5);
+      expect(decodeSignature((c.got[0] as Delivery).body).Name).toBe('caseB');
+      await (c.got[0] as Delivery).settle({ kind: 'ack' });
+    } finally {
+      await broker.close();
+    }
+  });
+
   it('dead-letters into its own queue with the reason headers', async () => {
     const queue = q();
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
