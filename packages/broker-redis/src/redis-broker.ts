@@ -34,6 +34,8 @@ export interface RedisBrokerOptions {
   readonly reapIntervalMs?: number;
   /** Longest sleep of the delayed-task promoter between polls. @default 100 */
   readonly delayedPollMs?: number;
+  /** A publish still waiting for the connection after this long rejects. @default 10000 */
+  readonly publishTimeoutMs?: number;
   /** Key prefix of the at-least-once bookkeeping. @default 'machinery-ts:' */
   readonly keyPrefix?: string;
 }
@@ -149,6 +151,7 @@ export class RedisBroker implements Broker {
   readonly reapIntervalMs: number;
   readonly #ownsClient: boolean;
   readonly #delayedPollMs: number;
+  readonly #publishTimeoutMs: number;
   readonly #prefix: string;
   readonly #id = randomBytes(8).toString('hex');
   readonly #subs = new Set<RedisSubscription>();
@@ -165,6 +168,7 @@ export class RedisBroker implements Broker {
     this.leaseMs = options.leaseMs ?? 30_000;
     this.reapIntervalMs = options.reapIntervalMs ?? Math.max(100, Math.floor(this.leaseMs / 2));
     this.#delayedPollMs = options.delayedPollMs ?? 100;
+    this.#publishTimeoutMs = options.publishTimeoutMs ?? 10_000;
     this.#prefix = options.keyPrefix ?? 'machinery-ts:';
     this.capabilities = {
       redeliveryTimeoutMs: this.leaseMs + this.reapIntervalMs,
@@ -204,8 +208,24 @@ export class RedisBroker implements Broker {
   async publish(signature: Signature): Promise<void> {
     if (this.#closed) throw new ClosedError('RedisBroker');
     const { queue, body, etaNs } = this.#prepare(signature);
-    if (etaNs !== null) await this.client.zadd(this.delayedTasksKey, String(etaNs), body);
-    else await this.client.rpush(queue, body);
+    await this.#withTimeout(
+      etaNs !== null ? this.client.zadd(this.delayedTasksKey, String(etaNs), body) : this.client.rpush(queue, body),
+    );
+  }
+
+  async #withTimeout<T>(p: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`RedisBroker: publish not confirmed within ${this.#publishTimeoutMs} ms (Redis unreachable?); it may or may not have been stored`)),
+        this.#publishTimeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([p, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async publishBatch(signatures: readonly Signature[]): Promise<void> {
@@ -217,7 +237,7 @@ export class RedisBroker implements Broker {
       if (etaNs !== null) pipe.zadd(this.delayedTasksKey, String(etaNs), body);
       else pipe.rpush(queue, body);
     }
-    const results = (await pipe.exec()) ?? [];
+    const results = (await this.#withTimeout(pipe.exec())) ?? [];
     const failed = results.find(([e]) => e);
     if (failed?.[0]) throw failed[0];
   }
@@ -237,6 +257,10 @@ export class RedisBroker implements Broker {
   }
 
   #startTimers(): void {
+    if (!this.#promoterRunning) {
+      this.#promoterRunning = true;
+      void this.#promoterLoop();
+    }
     if (this.#timers.size > 0) return;
     const every = (ms: number, fn: () => Promise<unknown>): void => {
       let busy = false;
@@ -252,10 +276,6 @@ export class RedisBroker implements Broker {
     every(Math.max(50, Math.floor(this.leaseMs / 3)), () => this.#heartbeat());
     every(this.reapIntervalMs, () => this.reap());
     void this.reap().catch((e) => this.#report(asError(e)));
-    if (!this.#promoterRunning) {
-      this.#promoterRunning = true;
-      void this.#promoterLoop();
-    }
   }
 
   async #heartbeat(): Promise<void> {

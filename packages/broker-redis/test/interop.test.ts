@@ -129,6 +129,23 @@ describe('Go interop (reference §13)', () => {
   });
 });
 
+describe('subscriptions', () => {
+  it('stop() drops the lease; a later consume on the same broker still promotes delayed messages', async () => {
+    const queue = q();
+    const broker = make();
+    const first = await broker.consume(queue, { prefetch: 1, onDelivery: () => {} });
+    await first.stop();
+    const ids = await redis.hkeys(broker.consumersKey);
+    expect(ids.filter((id) => id.includes(queue))).toEqual([]);
+    expect(await redis.hvals(broker.consumersKey)).not.toContain(queue);
+    const c = collector();
+    await broker.consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
+    await broker.publish(newSignature({ UUID: 'task_later', Name: 'd', RoutingKey: queue, ETA: formatRfc3339Nano(Date.now() + 200) }));
+    await c.until(1);
+    await c.got[0]?.settle({ kind: 'ack' });
+  });
+});
+
 describe('delayed tasks at scale', () => {
   it('delivers 500 delayed messages spread over 2 s close to their ETA', async () => {
     const queue = q();
