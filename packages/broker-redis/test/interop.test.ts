@@ -146,6 +146,34 @@ describe('subscriptions', () => {
   });
 });
 
+describe('reconnection', () => {
+  it('keeps consuming after its connections are killed server-side; a user client stays open on close', async () => {
+    const name = `mts_test_${randomUUID().slice(0, 8)}`;
+    const client = new Redis(url, { connectionName: name });
+    const queue = q();
+    const broker = make({ client });
+    const c = collector();
+    const errors: Error[] = [];
+    await broker.consume(queue, { prefetch: 5, onDelivery: c.onDelivery, onError: (e) => errors.push(e) });
+    await redis.rpush(queue, 'before');
+    await c.until(1);
+    const list = await redis.client('LIST');
+    const ids = String(list)
+      .split('\n')
+      .filter((line) => line.includes(` name=${name} `))
+      .map((line) => /id=(\d+)/.exec(line)?.[1] as string);
+    expect(ids.length).toBeGreaterThanOrEqual(2);
+    for (const id of ids) await redis.client('KILL', 'ID', id);
+    await broker.publish(newSignature({ UUID: 'task_after', Name: 'x', RoutingKey: queue }));
+    await c.until(2, 15_000);
+    for (const d of c.got) await d.settle({ kind: 'ack' });
+    expect(await redis.llen(queue)).toBe(0);
+    await broker.close();
+    expect(await client.ping()).toBe('PONG');
+    await client.quit();
+  });
+});
+
 describe('delayed tasks at scale', () => {
   it('delivers 500 delayed messages spread over 2 s close to their ETA', async () => {
     const queue = q();
