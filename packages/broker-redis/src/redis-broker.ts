@@ -452,12 +452,12 @@ class RedisSubscription implements Subscription {
 
   /** @internal */
   async settled(d: RedisDelivery, outcome: Outcome): Promise<void> {
-    try {
-      await this.broker.settle(this, d.body, outcome);
-    } finally {
-      this.#outstanding.delete(d);
-      this.#signal();
-      if (this.#stopped && this.#outstanding.size === 0 && !this.broker.closed) await this.#release();
+    // On failure the delivery stays outstanding (and in flight, under the lease) so the caller may retry.
+    await this.broker.settle(this, d.body, outcome);
+    this.#outstanding.delete(d);
+    this.#signal();
+    if (this.#stopped && this.#outstanding.size === 0 && !this.broker.closed) {
+      await this.#release().catch((e) => this.options.onError?.(asError(e)));
     }
   }
 
@@ -517,7 +517,13 @@ class RedisDelivery implements Delivery {
   async settle(outcome: Outcome): Promise<void> {
     if (this.#settled) return;
     this.#settled = true;
-    await this.sub.settled(this, outcome);
+    try {
+      await this.sub.settled(this, outcome);
+    } catch (error) {
+      // Not recorded by Redis: the message is still in flight; a later settle may try again.
+      if (!this.sub.broker.closed) this.#settled = false;
+      throw error;
+    }
   }
 
   /** The consumer's heartbeat covers every in-flight message; nothing to do per delivery. */
