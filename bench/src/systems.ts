@@ -1,0 +1,175 @@
+// Producer side of each system: bulk enqueue, completion counting, one send→result round trip.
+import { randomUUID } from 'node:crypto';
+import { RedisBackend } from '@machinery-ts/backend-redis';
+import { RedisBroker } from '@machinery-ts/broker-redis';
+import { type AsyncResult, Server, arg } from '@machinery-ts/core';
+import BeeQueue from 'bee-queue';
+import { Queue, QueueEvents } from 'bullmq';
+import { Redis } from 'ioredis';
+import { QUEUE, RAW_DONE, RAW_FAILED, RAW_QUEUE, benchUrl, rawResultKey } from './common.js';
+
+export interface Counts {
+  done: number;
+  failed: number;
+}
+
+export interface Producer {
+  /** Enqueues n tasks as fast as the system allows (its bulk API where it has one). */
+  enqueue(n: number): Promise<void>;
+  /** Completed and failed tasks so far, as the producer can see them. */
+  counts(): Promise<Counts>;
+  /** Sends one task and waits for its result. */
+  roundTrip(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface System {
+  id: string;
+  label: string;
+  worker: string;
+  open(): Promise<Producer>;
+}
+
+const CHUNK = 1000;
+
+async function machinery(): Promise<Producer> {
+  const url = benchUrl();
+  const backend = new RedisBackend({ url, waitPollMs: 50 });
+  const server = new Server({ broker: new RedisBroker({ url, defaultQueue: QUEUE }), backend, defaultQueue: QUEUE });
+  let pending: string[] = [];
+  let done = 0;
+  let failed = 0;
+  const sig = (i: number) => ({ Name: 'add', Args: [arg('int64', BigInt(i)), arg('int64', 1n)] });
+  return {
+    async enqueue(n) {
+      for (let i = 0; i < n; i += CHUNK) {
+        const batch: Promise<AsyncResult>[] = [];
+        for (let j = i; j < Math.min(n, i + CHUNK); j++) batch.push(server.sendTask(sig(j)));
+        for (const r of await Promise.all(batch)) pending.push(r.taskUUID);
+      }
+    },
+    async counts() {
+      const still: string[] = [];
+      for (let i = 0; i < pending.length; i += CHUNK) {
+        const ids = pending.slice(i, i + CHUNK);
+        const states = await backend.client.mget(...ids);
+        states.forEach((s, k) => {
+          if (s?.includes('"State":"SUCCESS"')) done += 1;
+          else if (s?.includes('"State":"FAILURE"')) failed += 1;
+          else still.push(ids[k]!);
+        });
+      }
+      pending = still;
+      return { done, failed };
+    },
+    async roundTrip() {
+      const r = await server.sendTask(sig(1));
+      await r.get({ timeoutMs: 30_000 });
+    },
+    async close() {
+      await server.close();
+    },
+  };
+}
+
+async function bullmq(): Promise<Producer> {
+  const connection = new Redis(benchUrl(), { maxRetriesPerRequest: null });
+  const queue = new Queue(QUEUE, { connection });
+  const events = new QueueEvents(QUEUE, { connection: { url: benchUrl() } as never });
+  await events.waitUntilReady();
+  return {
+    async enqueue(n) {
+      for (let i = 0; i < n; i += CHUNK) {
+        const jobs = [];
+        for (let j = i; j < Math.min(n, i + CHUNK); j++) jobs.push({ name: 'add', data: { a: j, b: 1 } });
+        await queue.addBulk(jobs);
+      }
+    },
+    async counts() {
+      const c = await queue.getJobCounts('completed', 'failed');
+      return { done: c.completed ?? 0, failed: c.failed ?? 0 };
+    },
+    async roundTrip() {
+      const job = await queue.add('add', { a: 1, b: 1 });
+      await job.waitUntilFinished(events, 30_000);
+    },
+    async close() {
+      await events.close();
+      await queue.close();
+      connection.disconnect();
+    },
+  };
+}
+
+async function bee(): Promise<Producer> {
+  const queue = new BeeQueue<{ a: number; b: number }>(QUEUE, { redis: { url: benchUrl() }, isWorker: false });
+  await queue.ready();
+  return {
+    async enqueue(n) {
+      for (let i = 0; i < n; i += CHUNK) {
+        const jobs = [];
+        for (let j = i; j < Math.min(n, i + CHUNK); j++) jobs.push(queue.createJob({ a: j, b: 1 }));
+        const errors = await queue.saveAll(jobs);
+        if (errors.size > 0) throw new Error(`bee-queue saveAll: ${errors.size} jobs not saved`);
+      }
+    },
+    async counts() {
+      const h = await queue.checkHealth();
+      return { done: h.succeeded, failed: h.failed };
+    },
+    async roundTrip() {
+      const job = queue.createJob({ a: 1, b: 1 });
+      const finished = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('bee-queue: no result after 30 s')), 30_000);
+        job.on('succeeded', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        job.on('failed', (e) => {
+          clearTimeout(timer);
+          reject(e);
+        });
+      });
+      await job.save();
+      await finished;
+    },
+    async close() {
+      await queue.close();
+    },
+  };
+}
+
+async function raw(): Promise<Producer> {
+  const client = new Redis(benchUrl());
+  const waiter = new Redis(benchUrl());
+  return {
+    async enqueue(n) {
+      for (let i = 0; i < n; i += CHUNK) {
+        const msgs: string[] = [];
+        for (let j = i; j < Math.min(n, i + CHUNK); j++) msgs.push(JSON.stringify({ id: randomUUID(), a: j, b: 1 }));
+        await client.lpush(RAW_QUEUE, ...msgs);
+      }
+    },
+    async counts() {
+      const [d, f] = await client.mget(RAW_DONE, RAW_FAILED);
+      return { done: Number(d ?? 0), failed: Number(f ?? 0) };
+    },
+    async roundTrip() {
+      const id = randomUUID();
+      await client.lpush(RAW_QUEUE, JSON.stringify({ id, a: 1, b: 1 }));
+      const r = await waiter.blpop(rawResultKey(id), 30);
+      if (r === null) throw new Error('raw: no result');
+    },
+    async close() {
+      client.disconnect();
+      waiter.disconnect();
+    },
+  };
+}
+
+export const SYSTEMS: System[] = [
+  { id: 'machinery', label: 'machinery-ts (redis broker, redis backend)', worker: 'worker-machinery.ts', open: machinery },
+  { id: 'bullmq', label: 'BullMQ', worker: 'worker-bullmq.ts', open: bullmq },
+  { id: 'bee', label: 'bee-queue', worker: 'worker-bee.ts', open: bee },
+  { id: 'raw', label: 'raw ioredis (LPUSH/BLMOVE/LREM)', worker: 'worker-raw.ts', open: raw },
+];
