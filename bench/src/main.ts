@@ -127,12 +127,15 @@ async function runSystem(sys: System): Promise<void> {
       }
       console.log(`  ${sys.id} c=${c}: ${counts.done}/${N} done, ${counts.failed} failed, ${(N / s).toFixed(0)} tasks/s`);
       if (c === 10) {
+        // A fresh producer: the end-to-end run's flood of completion events can cost a
+        // subscriber its connection (Redis' pubsub output-buffer limit), losing later events.
+        const lp = await sys.open();
         try {
-          for (let i = 0; i < 10; i++) await p.roundTrip(); // warm-up
+          for (let i = 0; i < 10; i++) await lp.roundTrip(); // warm-up
           const times: number[] = [];
           for (let i = 0; i < LAT; i++) {
             const t = performance.now();
-            await p.roundTrip();
+            await lp.roundTrip();
             times.push(performance.now() - t);
           }
           times.sort((a, b) => a - b);
@@ -141,6 +144,8 @@ async function runSystem(sys: System): Promise<void> {
         } catch (e) {
           record(sys, 'p50', `error: ${String(e)}`);
           record(sys, 'p99', `error: ${String(e)}`);
+        } finally {
+          await lp.close();
         }
       }
     } catch (e) {
@@ -225,7 +230,8 @@ ${ratio.join('\n')}
   polling every 10 ms: machinery-ts reads the task states in the Redis backend (\`MGET\` of the unfinished ones),
   BullMQ \`getJobCounts('completed','failed')\` (results kept: \`removeOnComplete\` is off by default),
   bee-queue \`checkHealth()\`, raw a done counter the worker \`INCR\`s. Each run checks that all N completed and none failed.
-- **Latency**: sequential send → awaited result on the concurrency-10 worker, after 10 warm-ups: machinery-ts
+- **Latency**: sequential send → awaited result on the concurrency-10 worker (after its end-to-end run, from a
+  fresh producer), after 10 warm-ups: machinery-ts
   \`AsyncResult.get()\` (RedisBackend wakes on the state's pub/sub channel), BullMQ \`job.waitUntilFinished(QueueEvents)\`,
   bee-queue the job's \`succeeded\` event, raw \`BLPOP\` on a per-task result list.
 - **Redis commands per task**: \`INFO commandstats\` calls delta over the concurrency-10 end-to-end run divided by N.
