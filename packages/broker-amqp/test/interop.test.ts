@@ -3,6 +3,7 @@ import amqp from 'amqplib';
 import type { ChannelModel } from 'amqplib';
 import { type Delivery, decodeSignature, formatRfc3339Nano, newSignature, newTaskUUID } from '@machinery-ts/core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { collectDeliveries } from '@machinery-ts/contract-tests';
 import { AmqpBroker } from '../src/index.js';
 
 const url = process.env.MTS_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5673/';
@@ -25,25 +26,6 @@ afterAll(async () => {
   await admin.close();
 });
 
-function collector() {
-  const got: Delivery[] = [];
-  const at: number[] = [];
-  return {
-    got,
-    at,
-    onDelivery: (d: Delivery) => {
-      got.push(d);
-      at.push(Date.now());
-    },
-    async until(n: number, timeoutMs = 10_000): Promise<void> {
-      const deadline = Date.now() + timeoutMs;
-      while (got.length < n) {
-        if (Date.now() > deadline) throw new Error(`expected ${n} deliveries, got ${got.length}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    },
-  };
-}
 
 const GO_BODY =
   '{"UUID":"task_7a4f1a56-5f3e-4c6c-9d55-3f0c1f7f2e11","Name":"add","RoutingKey":"%Q%","ETA":null,"GroupUUID":"","GroupTaskCount":0,"Args":[{"Name":"","Type":"int64","Value":1},{"Name":"","Type":"int64","Value":2}],"Headers":{},"Priority":5,"Immutable":false,"RetryCount":0,"RetryTimeout":0,"OnSuccess":null,"OnError":null,"ChordCallback":null,"BrokerMessageGroupId":"","SQSReceiptHandle":"","StopTaskDeletionOnError":false,"IgnoreWhenTaskNotRegistered":false}';
@@ -53,7 +35,7 @@ describe('AMQP interop with Go Machinery', () => {
     const queue = q();
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
     try {
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(queue, { prefetch: 3, onDelivery: c.onDelivery });
       const ch = await admin.createConfirmChannel();
       const body = GO_BODY.replace('%Q%', queue);
@@ -88,7 +70,7 @@ describe('AMQP interop with Go Machinery', () => {
     await goDeclare(a);
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: a, defaultQueue: a, queueDeclareArgs: args });
     try {
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(a, { prefetch: 1, onDelivery: c.onDelivery });
       await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'go-first', RoutingKey: a, Priority: 3 }));
       await c.until(1);
@@ -125,7 +107,7 @@ describe('AMQP interop with Go Machinery', () => {
     await ch.close();
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
     try {
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
       const spy = vi.spyOn(Date, 'now').mockReturnValue(now);
       const p = broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'delayed', RoutingKey: queue, ETA: formatRfc3339Nano(now + 1000) }));
@@ -150,7 +132,7 @@ describe('AMQP interop with Go Machinery', () => {
     const queue = q();
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
     try {
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(queue, { prefetch: 5, onDelivery: c.onDelivery });
       const etas: number[] = [];
       for (let i = 0; i < 3; i++) {
@@ -176,7 +158,7 @@ describe('AMQP interop with Go Machinery', () => {
     const queue = q();
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
     try {
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
       for (let i = 0; i < 3; i++) await broker.publish(newSignature({ UUID: newTaskUUID(), Name: `p${i}`, RoutingKey: queue }));
       await c.until(1);
@@ -196,7 +178,7 @@ describe('AMQP interop with Go Machinery', () => {
     const delayedQueue = q();
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue, delayedQueue });
     try {
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
       const eta = Date.now() + 600;
       await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'caseB', RoutingKey: queue, ETA: formatRfc3339Nano(eta) }));
@@ -218,7 +200,7 @@ describe('AMQP interop with Go Machinery', () => {
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
     queues.push(broker.deadLetterQueueOf(queue));
     try {
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
       await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'bad', RoutingKey: queue }));
       await c.until(1);

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { type Delivery, formatRfc3339Nano, newSignature, parseRfc3339 } from '@machinery-ts/core';
+import { formatRfc3339Nano, newSignature, parseRfc3339 } from '@machinery-ts/core';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collectDeliveries } from '@machinery-ts/contract-tests';
 import { RedisBroker } from '../src/index.js';
 
 const url = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
@@ -34,32 +35,13 @@ afterAll(async () => {
   await redis.quit();
 });
 
-function collector() {
-  const got: Delivery[] = [];
-  const at: number[] = [];
-  return {
-    got,
-    at,
-    onDelivery: (d: Delivery) => {
-      got.push(d);
-      at.push(Date.now());
-    },
-    async until(n: number, timeoutMs = 10_000): Promise<void> {
-      const deadline = Date.now() + timeoutMs;
-      while (got.length < n) {
-        if (Date.now() > deadline) throw new Error(`expected ${n} deliveries, got ${got.length}`);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    },
-  };
-}
 
 describe('Go interop (reference §13)', () => {
   it('delivers a Go-produced message byte for byte', async () => {
     const queue = q();
     const body = GO_BODY.replace('"RoutingKey":"machinery_tasks"', `"RoutingKey":"${queue}"`);
     await redis.rpush(queue, body);
-    const c = collector();
+    const c = collectDeliveries();
     await make().consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
     await c.until(1);
     expect(c.got[0]?.body).toBe(body);
@@ -99,7 +81,7 @@ describe('Go interop (reference §13)', () => {
     const queue = q();
     const body = GO_BODY.replace('"RoutingKey":"machinery_tasks"', `"RoutingKey":"${queue}"`);
     await redis.zadd(delayedTasksKey, String((Date.now() - 10) * 1e6), body);
-    const c = collector();
+    const c = collectDeliveries();
     await make().consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
     await c.until(1);
     expect(c.got[0]?.body).toBe(body);
@@ -109,7 +91,7 @@ describe('Go interop (reference §13)', () => {
   it('dead-letters to <queue>:dead_letter with reason, queue and body', async () => {
     const queue = q();
     await redis.rpush(queue, 'not json');
-    const c = collector();
+    const c = collectDeliveries();
     await make().consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
     await c.until(1);
     await c.got[0]?.settle({ kind: 'dead-letter', reason: 'malformed' });
@@ -120,7 +102,7 @@ describe('Go interop (reference §13)', () => {
   it('close() returns unsettled deliveries to the head of the queue at once', async () => {
     const queue = q();
     await redis.rpush(queue, 'a', 'b', 'c');
-    const c = collector();
+    const c = collectDeliveries();
     const broker = make();
     await broker.consume(queue, { prefetch: 2, onDelivery: c.onDelivery });
     await c.until(2);
@@ -138,7 +120,7 @@ describe('subscriptions', () => {
     const ids = await redis.hkeys(broker.consumersKey);
     expect(ids.filter((id) => id.includes(queue))).toEqual([]);
     expect(await redis.hvals(broker.consumersKey)).not.toContain(queue);
-    const c = collector();
+    const c = collectDeliveries();
     await broker.consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
     await broker.publish(newSignature({ UUID: 'task_later', Name: 'd', RoutingKey: queue, ETA: formatRfc3339Nano(Date.now() + 200) }));
     await c.until(1);
@@ -152,7 +134,7 @@ describe('reconnection', () => {
     const client = new Redis(url, { connectionName: name });
     const queue = q();
     const broker = make({ client });
-    const c = collector();
+    const c = collectDeliveries();
     const errors: Error[] = [];
     await broker.consume(queue, { prefetch: 5, onDelivery: c.onDelivery, onError: (e) => errors.push(e) });
     await redis.rpush(queue, 'before');
@@ -179,7 +161,7 @@ describe('delayed tasks at scale', () => {
     const queue = q();
     const producer = make();
     const consumer = make();
-    const c = collector();
+    const c = collectDeliveries();
     await consumer.consume(queue, {
       prefetch: 600,
       onDelivery: (d) => {

@@ -11,13 +11,17 @@ export interface BrokerContractOptions {
   readonly redeliveryWaitMs?: number;
 }
 
-function collector() {
+/** Gathers deliveries (with their arrival times) and waits for a count of them. */
+export function collectDeliveries() {
   const got: Delivery[] = [];
+  const at: number[] = [];
   const waiters: (() => void)[] = [];
   return {
     got,
+    at,
     onDelivery: (d: Delivery) => {
       got.push(d);
+      at.push(Date.now());
       for (const w of waiters.splice(0)) w();
     },
     async until(n: number, timeoutMs = 10_000): Promise<void> {
@@ -26,7 +30,7 @@ function collector() {
         if (Date.now() > deadline) throw new Error(`expected ${n} deliveries, got ${got.length}`);
         await new Promise<void>((r) => {
           waiters.push(r);
-          setTimeout(r, 50);
+          setTimeout(r, 20);
         });
       }
     },
@@ -50,7 +54,7 @@ export function brokerContract(name: string, options: BrokerContractOptions): vo
       const broker = await make();
       const q = queue();
       const sig = newSignature({ UUID: newTaskUUID(), Name: 'add', RoutingKey: q });
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(q, { prefetch: 1, onDelivery: c.onDelivery });
       await broker.publish(sig);
       await c.until(1);
@@ -64,7 +68,7 @@ export function brokerContract(name: string, options: BrokerContractOptions): vo
       const broker = await make();
       const q = queue();
       await broker.publishBatch(Array.from({ length: 6 }, () => newSignature({ UUID: newTaskUUID(), Name: 't', RoutingKey: q })));
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(q, { prefetch: 2, onDelivery: c.onDelivery });
       await c.until(2);
       await new Promise((r) => setTimeout(r, 300));
@@ -77,7 +81,7 @@ export function brokerContract(name: string, options: BrokerContractOptions): vo
     it('holds a delayed message until its ETA', async () => {
       const broker = await make();
       const q = queue();
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(q, { prefetch: 5, onDelivery: c.onDelivery });
       const start = Date.now();
       await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 't', RoutingKey: q, ETA: formatRfc3339Nano(Date.now() + 800) }));
@@ -88,7 +92,7 @@ export function brokerContract(name: string, options: BrokerContractOptions): vo
     it('redelivers a requeued message and a retry-later one after its delay', async () => {
       const broker = await make();
       const q = queue();
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(q, { prefetch: 5, onDelivery: c.onDelivery });
       await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 't', RoutingKey: q }));
       await c.until(1);
@@ -105,7 +109,7 @@ export function brokerContract(name: string, options: BrokerContractOptions): vo
     it('does not redeliver a dead-lettered or acked message, and a second settle is ignored', async () => {
       const broker = await make();
       const q = queue();
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(q, { prefetch: 5, onDelivery: c.onDelivery });
       await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'a', RoutingKey: q }));
       await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'b', RoutingKey: q }));
@@ -121,13 +125,13 @@ export function brokerContract(name: string, options: BrokerContractOptions): vo
       const a = await make();
       const b = await make();
       const q = queue();
-      const ca = collector();
+      const ca = collectDeliveries();
       await a.consume(q, { prefetch: 1, onDelivery: ca.onDelivery });
       await b.publish(newSignature({ UUID: newTaskUUID(), Name: 'survivor', RoutingKey: q }));
       await ca.until(1);
       if (options.crash) await options.crash(a);
       else await a.close();
-      const cb = collector();
+      const cb = collectDeliveries();
       await b.consume(q, { prefetch: 1, onDelivery: cb.onDelivery });
       await cb.until(1, (options.redeliveryWaitMs ?? b.capabilities.redeliveryTimeoutMs) + 10_000);
       expect(decodeSignature((cb.got[0] as Delivery).body).Name).toBe('survivor');
@@ -137,7 +141,7 @@ export function brokerContract(name: string, options: BrokerContractOptions): vo
     it('delivers a raw malformed body untouched, for the worker to judge', async () => {
       const broker = await make();
       const q = queue();
-      const c = collector();
+      const c = collectDeliveries();
       await broker.consume(q, { prefetch: 1, onDelivery: c.onDelivery });
       const sig = newSignature({ UUID: newTaskUUID(), Name: 'x\u2028<&>', RoutingKey: q, Args: [{ Name: '', Type: 'int64', Value: 18446744073709551615n }] });
       await broker.publish(sig);
