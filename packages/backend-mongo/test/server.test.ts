@@ -33,6 +33,28 @@ describe.runIf(url)('MongoBackend against a server', () => {
     chordRacers: 8,
   });
 
+  it('a 200-member chord completed by 8 racing backends fires exactly once, 50 trials', async () => {
+    const racers = Array.from({ length: 8 }, () => new MongoBackend({ url: u, database }));
+    try {
+      for (let trial = 0; trial < 50; trial++) {
+        const group = `group_${randomUUID()}`;
+        const members = Array.from({ length: 200 }, () => `task_${randomUUID()}`);
+        await (racers[0] as MongoBackend).initGroup(group, members);
+        let fired = 0;
+        await Promise.all(
+          members.map(async (id, i) => {
+            const b = racers[i % racers.length] as MongoBackend;
+            await b.setState({ taskUUID: id, taskName: 'm', state: TaskStates.SUCCESS, results: [{ Type: 'int64', Value: i }] });
+            if ((await b.triggerChord(group, { when: 'complete', count: 200 })).fired) fired += 1;
+          }),
+        );
+        expect(fired, `trial ${trial}`).toBe(1);
+      }
+    } finally {
+      await Promise.all(racers.map((b) => b.close()));
+    }
+  });
+
   it('creates the TTL indexes, writes Go\'s documents, and hides expired states', async () => {
     const b = new MongoBackend({ url: u, database, resultsExpireIn: 1 });
     const client = new MongoClient(u);
