@@ -32,6 +32,9 @@ export interface System {
 
 const CHUNK = 1000;
 
+/** bee-queue latency samples whose `succeeded` event never arrived (see bee().roundTrip). */
+export let beeLostEvents = 0;
+
 async function machinery(): Promise<Producer> {
   const url = benchUrl();
   const backend = new RedisBackend({ url, waitPollMs: 50 });
@@ -119,19 +122,24 @@ async function bee(): Promise<Producer> {
     },
     async roundTrip() {
       const job = queue.createJob({ a: 1, b: 1 });
-      const finished = new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('bee-queue: no result after 30 s')), 30_000);
-        job.on('succeeded', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-        job.on('failed', (e) => {
-          clearTimeout(timer);
-          reject(e);
-        });
+      let timer: NodeJS.Timeout | undefined;
+      const finished = new Promise<boolean>((resolve, reject) => {
+        timer = setTimeout(() => resolve(false), 30_000);
+        job.on('succeeded', () => resolve(true));
+        job.on('failed', (e) => reject(e));
       });
-      await job.save();
-      await finished;
+      try {
+        await job.save();
+        if (await finished) return;
+      } finally {
+        clearTimeout(timer);
+      }
+      // bee-queue registers the job for its events only after save() resolves: a worker that
+      // finishes first publishes an event nobody waits for. Count it; the sample keeps the 30 s wait.
+      const stored = await queue.getJob(job.id);
+      if (stored?.status !== 'succeeded') throw new Error(`bee-queue: job ${job.id} not done after 30 s`);
+      beeLostEvents += 1;
+      process.stderr.write(`bee-queue: succeeded event of job ${job.id} lost (worker finished before save() returned)\n`);
     },
     async close() {
       await queue.close();
