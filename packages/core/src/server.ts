@@ -67,7 +67,8 @@ export class Server {
 
   /** Writes PENDING, then publishes (Go's order, so a fast worker never finds no state). */
   async sendTask<R extends unknown[] = unknown[]>(signature: Signature | SignatureInit): Promise<AsyncResult<R>> {
-    const sig = 'Headers' in signature && 'OnSuccess' in signature ? (signature as Signature) : newSignature(signature);
+    // Always normalised: a partial init that happens to carry some fields must still encode every Go key.
+    const sig = newSignature(signature);
     if (!sig.UUID) sig.UUID = newTaskUUID();
     if (!sig.Headers) sig.Headers = {};
     try {

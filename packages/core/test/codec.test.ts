@@ -113,3 +113,19 @@ describe('the Go type table (reference §1.3)', () => {
     expect(resultsFromWire([{ Type: 'int64', Value: 2 }, { Type: 'main.Foo', Value: { a: 1 } }])).toEqual([2n, { a: 1 }]);
   });
 });
+
+describe('Server.sendTask', () => {
+  it('fills every Go field of a partial signature, whatever fields it carries', async () => {
+    const { Server, MemoryBroker } = await import('../src/index.js');
+    const broker = new MemoryBroker();
+    const server = new Server({ broker });
+    await server.sendTask({ Name: 'x', Headers: { a: 'b' }, OnSuccess: null });
+    const body = broker.transport.pending('machinery_tasks')[0] as string;
+    expect(Object.keys(JSON.parse(body) as object)).toEqual([
+      'UUID', 'Name', 'RoutingKey', 'ETA', 'GroupUUID', 'GroupTaskCount', 'Args', 'Headers', 'Priority', 'Immutable',
+      'RetryCount', 'RetryTimeout', 'OnSuccess', 'OnError', 'ChordCallback', 'BrokerMessageGroupId', 'SQSReceiptHandle',
+      'StopTaskDeletionOnError', 'IgnoreWhenTaskNotRegistered',
+    ]);
+    await server.close();
+  });
+});
