@@ -7,7 +7,17 @@ import { type Signature, type SignatureInit, TaskStates, newSignature, newTaskUU
 import { MemoryBackend } from './memory/memory-backend.js';
 import { MemoryBroker } from './memory/memory-broker.js';
 import { MemoryLock } from './memory/memory-lock.js';
-import { type RegisteredTask, type AnyTaskDefinition, type TaskHandler, toRegistered } from './task.js';
+import type { GoType } from './message/reflect.js';
+import {
+  type AnyTaskDefinition,
+  type GoValues,
+  type RegisteredTask,
+  type TaskHandler,
+  type TypedSignature,
+  type UntypedSignature,
+  type UntypedSignatureInit,
+  toRegistered,
+} from './task.js';
 import { Worker, type WorkerOptions } from './worker.js';
 import { type Chain, type Chord, type Group } from './workflow.js';
 
@@ -65,8 +75,14 @@ export class Server {
     return this.#tasks.has(name);
   }
 
-  /** Writes PENDING, then publishes (Go's order, so a fast worker never finds no state). */
-  async sendTask<R extends unknown[] = unknown[]>(signature: Signature | SignatureInit): Promise<AsyncResult<R>> {
+  /**
+   * Writes PENDING, then publishes (Go's order, so a fast worker never finds no state).
+   * A typed signature must be complete (a `partial` one only fits in a chain or a chord),
+   * and its result is typed by the task's declared results.
+   */
+  async sendTask<R extends readonly GoType[]>(signature: TypedSignature<[], R>): Promise<AsyncResult<GoValues<R>>>;
+  async sendTask<R extends unknown[] = unknown[]>(signature: UntypedSignature | UntypedSignatureInit): Promise<AsyncResult<R>>;
+  async sendTask(signature: Signature | SignatureInit): Promise<AsyncResult> {
     // Always normalised: a partial init that happens to carry some fields must still encode every Go key.
     const sig = newSignature(signature);
     if (!sig.UUID) sig.UUID = newTaskUUID();
@@ -81,7 +97,7 @@ export class Server {
     } catch (err) {
       throw new MachineryError('TASK_FAILED', `Publish message error: ${(err as Error).message}`, { cause: err });
     }
-    return new AsyncResult<R>(sig.UUID, this.backend);
+    return new AsyncResult(sig.UUID, this.backend);
   }
 
   /** Sends every group task, at most `concurrency` publishes at once (0 = all at once). */
@@ -100,12 +116,14 @@ export class Server {
     return results;
   }
 
-  async sendChord<R extends unknown[] = unknown[]>(c: Chord, options: { concurrency?: number } = {}): Promise<ChordAsyncResult<R>> {
+  /** `R` comes from a typed chord's callback; an untyped chord may still name it. */
+  async sendChord<R extends unknown[] = unknown[]>(c: Chord<R> | Chord, options: { concurrency?: number } = {}): Promise<ChordAsyncResult<R>> {
     const members = await this.sendGroup(c.group, options);
     return new ChordAsyncResult<R>(members, new AsyncResult<R>(c.callback.UUID, this.backend));
   }
 
-  async sendChain<R extends unknown[] = unknown[]>(c: Chain): Promise<ChainAsyncResult<R>> {
+  /** `R` comes from a typed chain's last link; an untyped chain may still name it. */
+  async sendChain<R extends unknown[] = unknown[]>(c: Chain<R> | Chain): Promise<ChainAsyncResult<R>> {
     const first = c.tasks[0];
     if (!first) throw new MachineryError('CONFIG', 'a chain needs at least one task');
     await this.sendTask(first);

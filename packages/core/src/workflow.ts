@@ -1,21 +1,102 @@
 import { type Signature, copySignature, newChordUUID, newGroupUUID, newTaskUUID } from './message/signature.js';
+import type { GoType } from './message/reflect.js';
+import type { GoValues, SignatureTypes } from './task.js';
 
-/** Go's `NewGroup`: ids filled in, every member told its group and the group's size. */
-export interface Group {
+declare const workflowTypes: unique symbol;
+
+/**
+ * Go's `NewGroup`: ids filled in, every member told its group and the group's size.
+ * `R` is, for the compiler only, the Go types of all members' results in group order —
+ * what a chord callback receives — or `unknown` when some member is untyped.
+ */
+export interface Group<R = unknown> {
   readonly groupUUID: string;
   readonly tasks: Signature[];
+  readonly [workflowTypes]?: R;
 }
 
-export interface Chord {
+/** `R`: the callback's result values, as `ChordAsyncResult.get()` resolves them. */
+export interface Chord<R extends unknown[] = unknown[]> {
   readonly group: Group;
   readonly callback: Signature;
+  readonly [workflowTypes]?: R;
 }
 
-export interface Chain {
+/** `R`: the last link's result values, as `ChainAsyncResult.get()` resolves them. */
+export interface Chain<R extends unknown[] = unknown[]> {
   readonly tasks: Signature[];
+  readonly [workflowTypes]?: R;
 }
 
-export function group(...signatures: Signature[]): Group {
+type Canon<T extends readonly GoType[]> = { -readonly [K in keyof T]: T[K] extends '[]byte' ? '[]uint8' : T[K] };
+type SameTypes<A extends readonly GoType[], B extends readonly GoType[]> = [Canon<A>] extends [Canon<B>]
+  ? [Canon<B>] extends [Canon<A>]
+    ? true
+    : false
+  : false;
+
+/** What a link or callback must be missing, given what arrives; `undefined` means "not known, not checked". */
+type Expect<S, Arriving extends readonly GoType[] | undefined> = Arriving extends readonly GoType[]
+  ? SignatureTypes<S> extends { readonly missing: infer M extends readonly GoType[] }
+    ? SameTypes<M, Arriving> extends true
+      ? S
+      : S & { readonly 'expected missing args': Arriving; readonly 'but is missing': M }
+    : S
+  : S;
+
+/** What a finished link hands the next one: its results, nothing if immutable, unknown if untyped. */
+type Passed<S> = SignatureTypes<S> extends { readonly results: infer R extends readonly GoType[] }
+  ? S extends { readonly Immutable: false }
+    ? R
+    : S extends { readonly Immutable: true }
+      ? []
+      : undefined
+  : undefined;
+
+type CheckChain<L extends readonly Signature[], Arriving extends readonly GoType[] | undefined> = L extends readonly [
+  infer Head extends Signature,
+  ...infer Tail extends readonly Signature[],
+]
+  ? [Expect<Head, Arriving>, ...CheckChain<Tail, Passed<Head>>]
+  : L;
+
+type CheckComplete<M extends readonly Signature[]> = { [K in keyof M]: Expect<M[K], []> };
+
+type ResultValues<S> = SignatureTypes<S> extends { readonly results: infer R extends readonly GoType[] } ? GoValues<R> : unknown[];
+type LastResults<L extends readonly Signature[]> = L extends readonly [...Signature[], infer Last] ? ResultValues<Last> : unknown[];
+
+/** Every member's results in group order; `unknown` as soon as one member is untyped. */
+type GroupResults<M extends readonly Signature[]> = M extends readonly [infer Head, ...infer Tail extends readonly Signature[]]
+  ? SignatureTypes<Head> extends { readonly results: infer R extends readonly GoType[] }
+    ? GroupResults<Tail> extends infer More extends readonly GoType[]
+      ? [...R, ...More]
+      : unknown
+    : unknown
+  : M extends readonly []
+    ? []
+    : M extends readonly (infer Each)[]
+      ? SignatureTypes<Each> extends { readonly results: infer R extends readonly GoType[] }
+        ? R[number][]
+        : unknown
+      : unknown;
+
+/** What a chord callback receives: the group's results, nothing when immutable, unknown when not typed. */
+type CallbackGets<G, C> = G extends Group<infer R>
+  ? C extends { readonly Immutable: true }
+    ? []
+    : C extends { readonly Immutable: false }
+      ? R extends readonly GoType[]
+        ? R
+        : undefined
+      : undefined
+  : undefined;
+
+/**
+ * Go's `NewGroup`. Members must be complete (a member gets no results appended); typed
+ * members give the group its result types, which `chord` checks the callback against.
+ */
+export function group<const M extends readonly Signature[]>(...signatures: M & CheckComplete<M>): Group<GroupResults<M>>;
+export function group(...signatures: readonly Signature[]): Group {
   const groupUUID = newGroupUUID();
   const tasks = signatures.map((s) => {
     const t = copySignature(s);
@@ -27,7 +108,14 @@ export function group(...signatures: Signature[]): Group {
   return { groupUUID, tasks };
 }
 
-/** Go's `NewChord`: every group task carries a full copy of the callback. */
+/**
+ * Go's `NewChord`: every group task carries a full copy of the callback. The callback is
+ * sent with its own arguments followed by each member's results in group order, so a typed
+ * callback built with `partial` must be missing exactly those types. A group whose length
+ * is not known statically (spread from an array) cannot be checked against a typed callback
+ * unless the callback is `immutable`; pass an untyped `Signature` to opt out.
+ */
+export function chord<G extends Group, const C extends Signature>(g: G, callback: Expect<C, CallbackGets<G, C>>): Chord<ResultValues<C>>;
 export function chord(g: Group, callback: Signature): Chord {
   const cb = copySignature(callback);
   if (!cb.UUID) cb.UUID = newChordUUID();
@@ -38,8 +126,13 @@ export function chord(g: Group, callback: Signature): Chord {
 /**
  * Go's `NewChain`: each later link nested in its predecessor's `OnSuccess`. Unlike Go,
  * `OnSuccess` callbacks a link already had are kept beside the next link.
+ *
+ * Typed links are checked pairwise: the first must be complete, and each later one must be
+ * missing exactly the previous link's results (or nothing, after an `immutable` link).
+ * Untyped links are not checked, nor are their neighbours' expectations of them.
  */
-export function chain(...signatures: Signature[]): Chain {
+export function chain<const L extends readonly Signature[]>(...signatures: L & CheckChain<L, []>): Chain<LastResults<L>>;
+export function chain(...signatures: readonly Signature[]): Chain {
   const tasks = signatures.map((s) => {
     const t = copySignature(s);
     if (!t.UUID) t.UUID = newTaskUUID();
