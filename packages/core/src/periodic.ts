@@ -1,6 +1,7 @@
 import { Cron } from 'croner';
 import { ConfigError } from './errors.js';
 import { type Signature, copySignature } from './message/signature.js';
+import type { Lock } from './contracts/lock.js';
 import type { Server } from './server.js';
 import { chain, chord, group } from './workflow.js';
 
@@ -12,13 +13,45 @@ import { chain, chord, group } from './workflow.js';
  *   A `CRON_TZ=Area/City ` or `TZ=Area/City ` prefix on the spec overrides it, as in Go.
  * - `@every <duration>` fires at multiples of the interval since the Unix epoch (not "interval after
  *   registration" as in Go), so every scheduler agrees on the fire times and the lock dedupes them.
- * - The lock key is `machinery_lock_` + name + `|` + spec + `|` + the tick's scheduled fire time in ms,
- *   so it does not depend on the binary's name and two ticks never share a key.
+ * - In the default `fire-time` lock mode the key names the tick, not the binary (see `lockMode`).
  */
 export interface SchedulerOptions {
   /** IANA zone for cron specs. @default 'UTC' */
   readonly timeZone?: string;
-  /** Lease length of a tick's lock. Clamped to ≥ 1 s. @default 60_000 */
+  /**
+   * How a tick is claimed, so that it fires once across schedulers. @default 'fire-time'
+   *
+   * - `'fire-time'`: key `machinery_lock_` + name + `|` + spec + `|` + the tick's scheduled fire time
+   *   in ms, taken with `Lock.acquire` for `lockTtlMs`. Every tick has its own key, so schedulers
+   *   whose clocks disagree by less than `lockTtlMs` still fire each tick once, whatever their
+   *   binaries are called. Go processes do not see these keys.
+   * - `'go'`: Go Machinery's key and value, so TypeScript and Go schedulers on one store share the
+   *   lock: key `machinery_lock_` + `goBinaryName` + name + spec (no separators), value = the next
+   *   fire time in Unix ns − 1, taken with `Lock.acquireUntil` (the lock must implement it). The key
+   *   does not say which tick it is for: whether a tick was taken is decided by comparing that
+   *   value with the tick's fire time, each written by its scheduler's own clock. Clocks apart by
+   *   a sizeable part of the interval, time zones that differ, or `@every` intervals above 1 s
+   *   (Go counts them from process start, we from the epoch) make the side that fires first
+   *   decide the cadence, and a hand-over between schedulers can send two ticks closer together
+   *   than the interval or leave one out. Pick it only while Go schedulers run beside ours.
+   *
+   * Either mode makes one attempt per tick. Go's `LockWithRetries` tries `retries + 1` times back
+   * to back; its retries only help with the gap between its `SETNX` and its `GET`, which the
+   * lock's atomic step does not have. A lock that throws (store unreachable) skips the tick and
+   * reports to `onError`.
+   */
+  readonly lockMode?: 'fire-time' | 'go';
+  /**
+   * The Go binary's basename (`filepath.Base(os.Args[0])`, e.g. `worker` for `./bin/worker`) that
+   * Go puts in its lock keys. Required in `go` mode and rejected in `fire-time` mode: a name
+   * guessed from this process (`node`, a script's name) would silently miss Go's key and fire
+   * every tick twice. Go processes started as different binaries never share a key either.
+   */
+  readonly goBinaryName?: string;
+  /**
+   * Lease length of a tick's lock in `fire-time` mode; also its length in `go` mode for a schedule
+   * with no next fire time. Clamped to ≥ 1 s. @default 60_000
+   */
   readonly lockTtlMs?: number;
   /** Called when sending a tick fails. @default console.error */
   readonly onError?: (err: unknown, name: string) => void;
@@ -127,6 +160,7 @@ export class Scheduler {
   readonly #server: Server;
   readonly #timeZone: string;
   readonly #lockTtlMs: number;
+  readonly #goBinaryName: string | null;
   readonly #onError: (err: unknown, name: string) => void;
   readonly #entries = new Map<string, Entry>();
   readonly #inFlight = new Set<Promise<void>>();
@@ -136,6 +170,7 @@ export class Scheduler {
     this.#server = server;
     this.#timeZone = options.timeZone ?? 'UTC';
     this.#lockTtlMs = Math.max(1000, options.lockTtlMs ?? 60_000);
+    this.#goBinaryName = goBinaryName(server, options);
     this.#onError = options.onError ?? ((err, name) => console.error(`periodic task ${name}:`, err));
     // Fail early on a bad zone.
     parseSchedule('* * * * *', this.#timeZone);
@@ -221,13 +256,49 @@ export class Scheduler {
   }
 
   async #tick(entry: Entry, fireAt: number): Promise<void> {
-    const key = `machinery_lock_${entry.name}|${entry.schedule.spec}|${fireAt}`;
     try {
-      const token = await this.#server.lock.acquire(key, this.#lockTtlMs);
-      if (token === null) return;
+      if (!(await this.#claim(entry, fireAt))) return;
       await entry.send();
     } catch (err) {
       this.#onError(err, entry.name);
     }
   }
+
+  async #claim(entry: Entry, fireAt: number): Promise<boolean> {
+    const { lock } = this.#server;
+    const spec = entry.schedule.spec;
+    if (this.#goBinaryName === null) {
+      return (await lock.acquire(`machinery_lock_${entry.name}|${spec}|${fireAt}`, this.#lockTtlMs)) !== null;
+    }
+    // Go writes schedule.Next(time.Now()) − 1 ns; the next fire after the tick's own time is the
+    // same instant when the tick is on time, and stays right when the event loop runs it late.
+    const next = entry.schedule.next(fireAt) ?? fireAt + this.#lockTtlMs;
+    const key = `machinery_lock_${this.#goBinaryName}${entry.name}${spec}`;
+    // Checked in the constructor.
+    const acquireUntil = lock.acquireUntil as NonNullable<Lock['acquireUntil']>;
+    return acquireUntil.call(lock, key, BigInt(next) * NS_PER_MS - 1n, BigInt(fireAt) * NS_PER_MS);
+  }
+}
+
+const NS_PER_MS = 1_000_000n;
+
+function goBinaryName(server: Server, options: SchedulerOptions): string | null {
+  const mode = options.lockMode ?? 'fire-time';
+  const name = options.goBinaryName;
+  if (mode === 'fire-time') {
+    if (name !== undefined) throw new ConfigError(`goBinaryName is only used with lockMode 'go', found lockMode '${mode}'`);
+    return null;
+  }
+  if (mode !== 'go') throw new ConfigError(`lockMode must be 'fire-time' or 'go', found ${JSON.stringify(mode)}`);
+  if (typeof name !== 'string' || name === '' || /[/\\]/.test(name)) {
+    throw new ConfigError(
+      `lockMode 'go' needs goBinaryName, the basename of the Go binary whose schedulers share the lock (e.g. 'worker'), found ${JSON.stringify(name)}`,
+    );
+  }
+  if (typeof server.lock.acquireUntil !== 'function') {
+    throw new ConfigError(
+      `lockMode 'go' needs a lock with acquireUntil (Go's expiry-by-value lock), and ${server.lock.constructor.name} has none; use a lock that implements it, such as RedisLock or MemoryLock, or lockMode 'fire-time'`,
+    );
+  }
+  return name;
 }
