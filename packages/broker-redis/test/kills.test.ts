@@ -1,0 +1,163 @@
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { RedisBackend } from '@machinery-ts/backend-redis';
+import { Server, arg, newSignature, newTaskUUID } from '@machinery-ts/core';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { RedisBroker } from '../src/index.js';
+import { deleteKeys, readStates, repoRoot, sleep, uniqueNames, waitAllSuccess } from './support.js';
+
+const url = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
+const fixture = fileURLToPath(new URL('./fixtures/task-worker.ts', import.meta.url));
+const { queue, delayedTasksKey, keyPrefix } = uniqueNames('kills');
+
+const TASKS = 1000;
+const KILLS = 20;
+const SLOTS = 3;
+const TASK_MS = 100;
+const CONCURRENCY = 4;
+// The fixture's lease settings: a dead consumer's messages are back within leaseMs + reapIntervalMs.
+const REDELIVERY_MS = 1000 + 300;
+
+interface Child {
+  readonly proc: ChildProcessByStdio<null, Readable, Readable>;
+  readonly running: Set<string>;
+  readonly started: Set<string>;
+  readonly spawnedAt: number;
+  readyAfter: number;
+  readonly closed: Promise<void>;
+}
+
+const redis = new Redis(url);
+const uuids: string[] = [];
+const children = new Set<Child>();
+
+afterAll(async () => {
+  for (const c of children) c.proc.kill('SIGKILL');
+  await Promise.all([...children].map((c) => c.closed));
+  await deleteKeys(redis, [queue, `${queue}:dead_letter`, delayedTasksKey, ...uuids], keyPrefix);
+  await redis.quit();
+});
+
+describe('1,000 tasks while worker processes are SIGKILLed 20 times', () => {
+  it('every task reaches SUCCESS; only tasks a killed worker held run twice', async () => {
+    // uuid → arrival times of its "S" lines (each one is an execution), and who ran it.
+    const starts = new Map<string, { t: number; by: Child }[]>();
+    const startedByKilled = new Set<string>();
+    const readyTimes: number[] = [];
+    let stderr = '';
+
+    const spawnChild = (): Child => {
+      const proc = spawn(
+        process.execPath,
+        ['--conditions=source', '--import', 'tsx', fixture, url, queue, delayedTasksKey, keyPrefix, String(TASK_MS), String(CONCURRENCY)],
+        { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let buf = '';
+      const closed = new Promise<void>((r) => proc.on('close', () => r()));
+      const child: Child = { proc, running: new Set(), started: new Set(), spawnedAt: Date.now(), readyAfter: -1, closed };
+      proc.stderr.on('data', (d: Buffer) => {
+        stderr = (stderr + d.toString()).slice(-4000);
+      });
+      proc.stdout.on('data', (d: Buffer) => {
+        const now = Date.now();
+        buf += d.toString();
+        const lines = buf.split('\n');
+        buf = lines.pop() ?? '';
+        for (const line of lines) {
+          if (line === 'ready') child.readyAfter = now - child.spawnedAt;
+          else if (line.startsWith('S ')) {
+            const u = line.slice(2);
+            child.running.add(u);
+            child.started.add(u);
+            starts.set(u, [...(starts.get(u) ?? []), { t: now, by: child }]);
+          } else if (line.startsWith('D ')) child.running.delete(line.slice(2));
+        }
+      });
+      children.add(child);
+      return child;
+    };
+
+    const producer = new Server({
+      defaultQueue: queue,
+      broker: new RedisBroker({ url, defaultQueue: queue, delayedTasksKey, keyPrefix }),
+      backend: new RedisBackend({ url, resultsExpireIn: 900 }),
+    });
+    for (let i = 0; i < TASKS; i++) uuids.push(newTaskUUID());
+    for (let i = 0; i < TASKS; i += 100) {
+      await Promise.all(uuids.slice(i, i + 100).map((UUID, j) => producer.sendTask(newSignature({ UUID, Name: 'work', Args: [arg('int64', BigInt(i + j))] }))));
+    }
+    await producer.close();
+
+    for (let i = 0; i < SLOTS; i++) spawnChild();
+    const t0 = Date.now();
+    const kills: { at: number; held: string[]; successBefore: number; victim: Child }[] = [];
+    while (kills.length < KILLS) {
+      await sleep(150 + Math.random() * 450);
+      const died = [...children].find((c) => c.proc.exitCode !== null || c.proc.signalCode !== null);
+      if (died) throw new Error(`a worker process exited on its own (${died.proc.exitCode ?? died.proc.signalCode}): ${stderr}`);
+      const ready = [...children].filter((c) => c.readyAfter >= 0);
+      // Another worker stays up, so recovery measures the broker, not our respawn time.
+      if (ready.length < 2) continue;
+      const victim = ready[Math.floor(Math.random() * ready.length)] as Child;
+      const successBefore = [...(await readStates(redis, uuids)).values()].filter((s) => s?.State === 'SUCCESS').length;
+      const at = Date.now();
+      victim.proc.kill('SIGKILL');
+      await victim.closed;
+      children.delete(victim);
+      // Everything it printed before dying has been read now: these tasks were mid-run.
+      const held = [...victim.running];
+      for (const u of victim.started) startedByKilled.add(u);
+      readyTimes.push(victim.readyAfter);
+      kills.push({ at, held, successBefore, victim });
+      spawnChild();
+    }
+    const killPhaseMs = Date.now() - t0;
+
+    const ok = await waitAllSuccess(redis, uuids, 120_000);
+    const totalMs = Date.now() - t0;
+    expect(ok, `tasks in SUCCESS (child stderr tail: ${stderr})`).toBe(TASKS);
+
+    // The kills happened while work remained, and most of them interrupted running tasks.
+    expect(kills.every((k) => k.successBefore < TASKS)).toBe(true);
+    const interrupting = kills.filter((k) => k.held.length > 0).length;
+    expect(interrupting).toBeGreaterThanOrEqual(KILLS / 2);
+
+    const states = await readStates(redis, uuids);
+    uuids.forEach((u, i) => expect(states.get(u)?.Results).toEqual([{ Type: 'int64', Value: i }]));
+
+    const executions = [...starts.values()].reduce((n, s) => n + s.length, 0);
+    const twice = [...starts.entries()].filter(([, s]) => s.length > 1).map(([u]) => u);
+    expect(uuids.every((u) => (starts.get(u)?.length ?? 0) >= 1)).toBe(true);
+
+    // Recovery: from the kill to the moment a task it held started again in another process.
+    const recovery: number[] = [];
+    for (const k of kills) {
+      for (const u of k.held) {
+        // The victim's own last lines may be read after the kill: only another process counts.
+        const again = starts.get(u)?.find((s) => s.by !== k.victim && s.t > k.at);
+        if (again !== undefined) recovery.push(again.t - k.at);
+      }
+    }
+    recovery.sort((a, b) => a - b);
+    const pct = (p: number): number => recovery[Math.min(recovery.length - 1, Math.floor(p * recovery.length))] ?? NaN;
+    const heldTotal = kills.reduce((n, k) => n + k.held.length, 0);
+    const notByKilled = twice.filter((u) => !startedByKilled.has(u)).length;
+    console.log(
+      `kills: ${KILLS} (${interrupting} interrupted running tasks, ${heldTotal} tasks mid-run in all) over ${killPhaseMs} ms; ` +
+        `all ${TASKS} SUCCESS after ${totalMs} ms; executions ${executions}, ${twice.length} tasks ran more than once ` +
+        `(${notByKilled} of them never started by a killed process); a worker process was ready ${Math.min(...readyTimes)}–${Math.max(...readyTimes)} ms after spawn`,
+    );
+    console.log(
+      `SIGKILL recovery (kill → task started again elsewhere; leaseMs 1000, reapIntervalMs 300; n=${recovery.length}): ` +
+        `min ${recovery[0]} p50 ${pct(0.5)} p90 ${pct(0.9)} max ${recovery.at(-1)} ms`,
+    );
+
+    // Every task a killed process was running ran again, within the lease window plus scheduling slack.
+    expect(recovery.length).toBe(heldTotal);
+    expect(recovery.at(-1) ?? 0).toBeLessThanOrEqual(REDELIVERY_MS + 3000);
+    expect(await redis.llen(queue)).toBe(0);
+    expect(await redis.llen(`${queue}:dead_letter`)).toBe(0);
+  }, 240_000);
+});
