@@ -10,6 +10,8 @@ import { SqsBroker } from '../src/index.js';
 process.removeAllListeners('warning');
 
 const { values } = parseArgs({
+  // pnpm passes its `--` separator through.
+  args: process.argv.slice(2).filter((a) => a !== '--'),
   options: {
     tasks: { type: 'string', default: '5000' },
     concurrency: { type: 'string', default: '50' },

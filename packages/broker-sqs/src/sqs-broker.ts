@@ -1,6 +1,7 @@
 import {
   ChangeMessageVisibilityCommand,
   CreateQueueCommand,
+  DeleteMessageBatchCommand,
   DeleteMessageCommand,
   type Message,
   type MessageAttributeValue,
@@ -57,6 +58,11 @@ export interface SqsBrokerOptions {
   readonly createQueues?: boolean;
   /** Longest single DelaySeconds hop (≤ 900). Longer ETAs travel in hops. @default 900 */
   readonly maxDelaySeconds?: number;
+  /**
+   * How long an ack waits for up to 9 others to share one DeleteMessageBatch. A full batch
+   * of 10 goes at once. 0 = one DeleteMessage per message (as Go does). @default 10
+   */
+  readonly deleteBatchWindowMs?: number;
 }
 
 interface OutgoingEntry {
@@ -118,6 +124,7 @@ export class SqsBroker implements Broker {
   readonly waitTimeSeconds: number;
   readonly visibilityTimeoutSeconds: number | undefined;
   readonly maxDelaySeconds: number;
+  readonly deleteBatchWindowMs: number;
   #closed = false;
 
   constructor(options: SqsBrokerOptions) {
@@ -130,6 +137,7 @@ export class SqsBroker implements Broker {
     this.waitTimeSeconds = Math.min(20, Math.max(0, Math.floor(options.waitTimeSeconds ?? 20)));
     this.visibilityTimeoutSeconds = options.visibilityTimeoutSeconds;
     this.maxDelaySeconds = Math.min(SQS_MAX_DELAY_SECONDS, Math.max(1, Math.floor(options.maxDelaySeconds ?? SQS_MAX_DELAY_SECONDS)));
+    this.deleteBatchWindowMs = Math.max(0, options.deleteBatchWindowMs ?? 10);
     this.capabilities = {
       redeliveryTimeoutMs: (options.visibilityTimeoutSeconds ?? DEFAULT_VISIBILITY_SECONDS) * 1000,
       countsDeliveries: true,
@@ -290,14 +298,90 @@ export class SqsBroker implements Broker {
     if (this.#closed) return;
     this.#closed = true;
     // Like a dead process: unsettled messages come back after their visibility timeout.
-    await Promise.allSettled([...this.#subscriptions].map((s) => s.stop()));
+    const subs = [...this.#subscriptions];
+    await Promise.allSettled(subs.map((s) => s.stop()));
+    // Acks already made must reach SQS before the client goes, or their settle never resolves.
+    await Promise.allSettled(subs.map((s) => s.deletes.flushAll()));
     if (this.#ownsClient) this.client.destroy();
+  }
+}
+
+interface PendingDelete {
+  readonly handle: string;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+/**
+ * Coalesces deletes of one queue into DeleteMessageBatch calls (≤ 10 entries, SQS's limit).
+ * Each entry's own result settles its caller: a failed entry rejects, so the worker reports
+ * it and the message comes back after its visibility timeout instead of passing as done.
+ */
+class DeleteBatcher {
+  #pending: PendingDelete[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  readonly #inFlight = new Set<Promise<void>>();
+
+  constructor(readonly client: SQSClient, readonly url: string, readonly windowMs: number) {}
+
+  delete(handle: string | undefined): Promise<void> {
+    if (this.windowMs === 0 || !handle) {
+      return this.client.send(new DeleteMessageCommand({ QueueUrl: this.url, ReceiptHandle: handle })).then(() => undefined);
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.push({ handle, resolve, reject });
+      if (this.#pending.length >= 10) this.#flush();
+      else this.#timer ??= setTimeout(() => this.#flush(), this.windowMs);
+    });
+  }
+
+  /** Sends everything pending now and waits for every batch in flight. */
+  async flushAll(): Promise<void> {
+    while (this.#pending.length > 0) this.#flush();
+    await Promise.allSettled([...this.#inFlight]);
+  }
+
+  #flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const batch = this.#pending.splice(0, 10);
+    if (this.#pending.length > 0) this.#timer = setTimeout(() => this.#flush(), this.windowMs);
+    if (batch.length === 0) return;
+    const sent = this.#send(batch);
+    this.#inFlight.add(sent);
+    void sent.finally(() => this.#inFlight.delete(sent));
+  }
+
+  async #send(batch: PendingDelete[]): Promise<void> {
+    try {
+      const res = await this.client.send(new DeleteMessageBatchCommand({
+        QueueUrl: this.url,
+        Entries: batch.map((p, i) => ({ Id: String(i), ReceiptHandle: p.handle })),
+      }));
+      const done = new Set((res.Successful ?? []).map((e) => e.Id));
+      const failed = new Map((res.Failed ?? []).map((f) => [f.Id, f]));
+      for (const [i, p] of batch.entries()) {
+        const id = String(i);
+        if (done.has(id)) {
+          p.resolve();
+          continue;
+        }
+        const f = failed.get(id);
+        p.reject(new Error(f
+          ? `SqsBroker: DeleteMessageBatch entry failed on ${this.url}: ${f.Code ?? ''} ${f.Message ?? ''}`.trim()
+          : `SqsBroker: DeleteMessageBatch on ${this.url} reported neither success nor failure for an entry`));
+      }
+    } catch (err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      for (const p of batch) p.reject(e);
+    }
   }
 }
 
 class SqsSubscription implements Subscription {
   readonly #abort = new AbortController();
   readonly #url: string;
+  readonly deletes: DeleteBatcher;
   #inFlight = 0;
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
@@ -310,6 +394,7 @@ class SqsSubscription implements Subscription {
     readonly onGone: () => void,
   ) {
     this.#url = broker.queueUrl(queue);
+    this.deletes = new DeleteBatcher(broker.client, this.#url, broker.deleteBatchWindowMs);
   }
 
   get url(): string {
@@ -458,11 +543,10 @@ class SqsDelivery implements Delivery {
   async settle(outcome: Outcome): Promise<void> {
     if (this.#settled) return;
     this.#settled = true;
-    const { client } = this.sub.broker;
     try {
       switch (outcome.kind) {
         case 'ack':
-          await client.send(new DeleteMessageCommand({ QueueUrl: this.sub.url, ReceiptHandle: this.message.ReceiptHandle }));
+          await this.sub.deletes.delete(this.message.ReceiptHandle);
           break;
         case 'requeue':
           await this.#visibility(0);
@@ -472,7 +556,7 @@ class SqsDelivery implements Delivery {
           break;
         case 'dead-letter':
           await this.sub.broker.sendToDeadLetter(this.queue, this.body, outcome.reason, this.message);
-          await client.send(new DeleteMessageCommand({ QueueUrl: this.sub.url, ReceiptHandle: this.message.ReceiptHandle }));
+          await this.sub.deletes.delete(this.message.ReceiptHandle);
           break;
       }
     } finally {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { CreateQueueCommand, ReceiveMessageCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { CreateQueueCommand, type DeleteMessageBatchCommandOutput, DeleteQueueCommand, ReceiveMessageCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { type Delivery, type Signature, decodeSignature, encodeSignature, formatRfc3339Nano, newSignature, newTaskUUID } from '@machinery-ts/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deadLetterQueueName, type SqsBroker } from '../src/index.js';
@@ -78,7 +78,8 @@ describe('SqsBroker', () => {
     expect(d.deliveryCount).toBe(1);
     await d.settle({ kind: 'ack' });
     expect(calls.SendMessageCommand).toBe(1);
-    expect(calls.DeleteMessageCommand).toBe(1);
+    expect(calls.DeleteMessageBatchCommand).toBe(1);
+    expect(calls.DeleteMessageCommand).toBeUndefined();
     console.log('SQS calls for one task (publish, receive, ack):', JSON.stringify(calls));
   });
 
@@ -236,5 +237,85 @@ describe('SqsBroker stop', () => {
     await b.consume(q, { prefetch: 1, onDelivery: c2.onDelivery });
     await c2.until(1);
     await (c2.got[0] as Delivery).settle({ kind: 'ack' });
+  });
+});
+
+describe('SqsBroker batched deletes', () => {
+  it('acks settled together share DeleteMessageBatch calls of up to 10, and the messages are gone', async () => {
+    const q = name();
+    const b = broker();
+    await b.publishBatch(Array.from({ length: 25 }, (_, i) => newSignature({ UUID: newTaskUUID(), Name: `t${i}`, RoutingKey: q })));
+    const c = collect();
+    await b.consume(q, { prefetch: 30, onDelivery: c.onDelivery });
+    await c.until(25);
+    const calls = countCalls(b);
+    await Promise.all(c.got.map((d) => d.settle({ kind: 'ack' })));
+    expect(calls.DeleteMessageBatchCommand).toBe(3);
+    expect(calls.DeleteMessageCommand).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 2500)); // past the 2 s visibility timeout
+    expect(c.got.length).toBe(25);
+  });
+
+  it('deleteBatchWindowMs 0 deletes one message per DeleteMessage, as Go does', async () => {
+    const q = name();
+    const b = broker({ deleteBatchWindowMs: 0 });
+    await b.publishBatch(Array.from({ length: 3 }, () => newSignature({ UUID: newTaskUUID(), Name: 't', RoutingKey: q })));
+    const c = collect();
+    await b.consume(q, { prefetch: 5, onDelivery: c.onDelivery });
+    await c.until(3);
+    const calls = countCalls(b);
+    await Promise.all(c.got.map((d) => d.settle({ kind: 'ack' })));
+    expect(calls.DeleteMessageCommand).toBe(3);
+    expect(calls.DeleteMessageBatchCommand).toBeUndefined();
+  });
+
+  it('a failed batch entry rejects only its own settle, and that message comes back', async () => {
+    const q = name();
+    const b = broker();
+    await b.publishBatch(Array.from({ length: 10 }, (_, i) => newSignature({ UUID: newTaskUUID(), Name: `t${i}`, RoutingKey: q })));
+    const c = collect();
+    await b.consume(q, { prefetch: 10, onDelivery: c.onDelivery });
+    await c.until(10);
+    // fauxqs reports every delete entry as successful, even a bad handle (as AWS does for
+    // DeleteMessage), so the failure AWS returns for a malformed handle is injected at the
+    // SDK boundary: entry "0" really is not deleted, and the reply says so.
+    b.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { Entries?: { Id?: string; ReceiptHandle?: string }[] };
+        const first = input.Entries?.find((e) => e.Id === '0');
+        if ((context as { commandName?: string }).commandName !== 'DeleteMessageBatchCommand' || !first) return next(args);
+        first.ReceiptHandle = 'not-a-receipt-handle';
+        const res = await next(args);
+        const out = res.output as DeleteMessageBatchCommandOutput;
+        out.Successful = (out.Successful ?? []).filter((e) => e.Id !== '0');
+        out.Failed = [{ Id: '0', Code: 'ReceiptHandleIsInvalid', Message: 'The input receipt handle is invalid.', SenderFault: true }];
+        return res;
+      },
+      { step: 'initialize', name: 'failFirstDelete' },
+    );
+    const results = await Promise.allSettled(c.got.map((d) => d.settle({ kind: 'ack' })));
+    const rejected = results.flatMap((r, i) => (r.status === 'rejected' ? [{ i, reason: r.reason as Error }] : []));
+    expect(rejected).toHaveLength(1);
+    expect(rejected[0]?.reason.message).toMatch(/ReceiptHandleIsInvalid/);
+    const failedBody = c.got[rejected[0]?.i ?? -1]?.body;
+    await c.until(11, 10_000); // back after the 2 s visibility timeout
+    expect(c.got[10]?.body).toBe(failedBody);
+    expect(c.got[10]?.deliveryCount).toBe(2);
+    b.client.middlewareStack.remove('failFirstDelete');
+    await (c.got[10] as Delivery).settle({ kind: 'ack' });
+  });
+
+  it('a DeleteMessageBatch call that fails rejects every settle it carried', async () => {
+    const q = name();
+    const b = broker();
+    await b.publishBatch(Array.from({ length: 3 }, () => newSignature({ UUID: newTaskUUID(), Name: 't', RoutingKey: q })));
+    const c = collect();
+    const sub = await b.consume(q, { prefetch: 3, onDelivery: c.onDelivery });
+    await c.until(3);
+    await sub.stop();
+    await client().send(new DeleteQueueCommand({ QueueUrl: b.queueUrl(q) }));
+    const results = await Promise.allSettled(c.got.map((d) => d.settle({ kind: 'ack' })));
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    expect(((results[0] as PromiseRejectedResult).reason as Error).name).toBe('QueueDoesNotExist');
   });
 });
