@@ -1,0 +1,112 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { RedisBackend } from '@machinery-ts/backend-redis';
+import { Server, arg, newSignature, newTaskUUID } from '@machinery-ts/core';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisBroker } from '../src/index.js';
+import { deleteKeys, readStates, repoRoot, sleep, uniqueNames, waitAllSuccess } from './support.js';
+
+// A Redis of its own (AOF, fsync always) that this test may stop and start: scripts/redis-6391.sh.
+const url = process.env.MTS_REDIS_RESTART_URL ?? 'redis://127.0.0.1:6391';
+const script = join(repoRoot, 'scripts', 'redis-6391.sh');
+const { queue, delayedTasksKey, keyPrefix } = uniqueNames('restart');
+const TASKS = 5000;
+const RESTART_AFTER_SENT = 2000;
+// Down long enough for several reconnect attempts on every connection, short of the 5 s lease.
+const DOWN_MS = 3000;
+
+const run = promisify(execFile);
+const redis6391 = (cmd: 'start' | 'stop'): Promise<{ stdout: string }> => run('bash', [script, cmd], { cwd: repoRoot, timeout: 90_000 });
+
+let redis: Redis;
+const uuids: string[] = [];
+beforeAll(async () => {
+  await redis6391('start');
+  redis = new Redis(url, { maxRetriesPerRequest: null });
+  redis.on('error', () => {});
+}, 90_000);
+afterAll(async () => {
+  await redis6391('start');
+  await deleteKeys(redis, [queue, `${queue}:dead_letter`, delayedTasksKey, ...uuids], keyPrefix);
+  await redis.quit();
+}, 90_000);
+
+const runId = async (): Promise<string> => /run_id:(\w+)/.exec(await redis.info('server'))?.[1] ?? '';
+
+describe('Redis restarted (AOF on) in the middle of 5,000 tasks', () => {
+  it('every task finishes SUCCESS; producer, worker and Server are the same objects throughout', async () => {
+    const transportErrors: string[] = [];
+    const make = (): Server =>
+      new Server({
+        defaultQueue: queue,
+        broker: new RedisBroker({ url, defaultQueue: queue, delayedTasksKey, keyPrefix, leaseMs: 5000, publishTimeoutMs: 30_000 }),
+        backend: new RedisBackend({ url, resultsExpireIn: 600 }),
+      });
+    const producer = make();
+    const workerServer = make();
+    const executions = new Map<string, number>();
+    let ran = 0;
+    workerServer.registerTask('work', ([n], { signature }) => {
+      ran += 1;
+      executions.set(signature.UUID, (executions.get(signature.UUID) ?? 0) + 1);
+      return n;
+    });
+    const worker = workerServer.newWorker({ concurrency: 20, readAhead: 10, handleSignals: false, onError: (e) => transportErrors.push(e.message) });
+    await worker.start();
+    const runIdBefore = await runId();
+
+    for (let i = 0; i < TASKS; i++) uuids.push(newTaskUUID());
+    let sent = 0;
+    let restart: Promise<unknown> | undefined;
+    const timeline: Record<string, number> = {};
+    const t0 = Date.now();
+    const sendErrors: string[] = [];
+    const senders = Array.from({ length: 25 }, async () => {
+      for (let i = sent; i < TASKS; i = sent) {
+        sent += 1;
+        if (sent === RESTART_AFTER_SENT) {
+          timeline.restartAt = Date.now() - t0;
+          timeline.ranAtRestart = ran;
+          restart = (async () => {
+            await redis6391('stop');
+            timeline.stoppedAt = Date.now() - t0;
+            await sleep(DOWN_MS);
+            await redis6391('start');
+            timeline.restartedAt = Date.now() - t0;
+            timeline.ranWhenBack = ran;
+          })();
+        }
+        await producer
+          .sendTask(newSignature({ UUID: uuids[i] as string, Name: 'work', Args: [arg('int64', BigInt(i))] }))
+          .catch((e: unknown) => sendErrors.push(String(e)));
+      }
+    });
+    await Promise.all(senders);
+    timeline.allSent = Date.now() - t0;
+    await restart;
+
+    const ok = await waitAllSuccess(redis, uuids, 120_000);
+    timeline.allSuccess = Date.now() - t0;
+    const twice = [...executions.values()].filter((n) => n > 1).length;
+    console.log(
+      `restart: ${JSON.stringify(timeline)} ms/counts; ${ok}/${TASKS} SUCCESS; executions ${ran}, ${twice} tasks ran more than once; ` +
+        `send errors ${sendErrors.length}; worker transport errors ${transportErrors.length} (first: ${transportErrors[0] ?? '-'})`,
+    );
+
+    expect(sendErrors).toEqual([]);
+    expect(ok).toBe(TASKS);
+    // The server really restarted, and it did so while the worker had work before and after.
+    expect(await runId()).not.toBe(runIdBefore);
+    expect(timeline.ranAtRestart).toBeGreaterThan(0);
+    expect(timeline.ranAtRestart).toBeLessThan(TASKS);
+    expect(ran).toBeGreaterThan(timeline.ranWhenBack ?? TASKS);
+    const states = await readStates(redis, uuids);
+    uuids.forEach((u, i) => expect(states.get(u)?.Results).toEqual([{ Type: 'int64', Value: i }]));
+    expect(await redis.llen(queue)).toBe(0);
+
+    await worker.stop();
+    await Promise.all([producer.close(), workerServer.close()]);
+  }, 240_000);
+});
