@@ -1,46 +1,80 @@
 // The benchmark harness: see BENCHMARKS.md for what it measures and how.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { BENCH_DB, benchUrl } from './common.js';
+import { AMQP_SYSTEMS, amqpQueueName, rabbitCpuUs } from './amqp.js';
+import { type WorkerProcess, startWorker } from './child.js';
+import { AMQP_URL, BENCH_DB, QUEUE, type WorkerStats, benchUrl } from './common.js';
+import { type SoakResult, runSoak, soakMarkdown } from './soak.js';
 import { SYSTEMS, type System, beeLostEvents } from './systems.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const PKG = join(HERE, '..');
+const PKG = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ROOT = join(PKG, '..');
 
 function option(name: string): string | undefined {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
-const quick = process.argv.includes('--quick');
+const flag = (name: string): boolean => process.argv.includes(name);
+const quick = flag('--quick');
 const N = Number(option('--n') ?? (quick ? 2000 : 20000));
 const ROUNDS = Number(option('--rounds') ?? (quick ? 1 : 3));
 const LAT = Number(option('--latency') ?? (quick ? 200 : 1000));
-const CONCURRENCIES = [10, 100];
+const CONCURRENCIES = [1, 10, 100];
 const E2E_TIMEOUT_MS = Number(option('--timeout-ms') ?? 180_000);
 const only = option('--systems')?.split(',');
-const systems = only ? SYSTEMS.filter((s) => only.includes(s.id)) : SYSTEMS;
+const soakOnly = flag('--soak-only');
+const soak = soakOnly || flag('--soak');
+const SOAK_N = Number(option('--soak-n') ?? 1_000_000);
+const ALL = [...SYSTEMS, ...AMQP_SYSTEMS];
+const systems = soakOnly ? [] : only ? ALL.filter((s) => only.includes(s.id)) : ALL;
+// BENCHMARKS.md holds full runs only; anything shorter or narrower goes to bench/results.
+const full = !quick && !only && !soakOnly && !option('--n') && !option('--rounds');
 
 const admin = new Redis(benchUrl());
 
-type Metric = 'enqueue' | 'e2e10' | 'e2e100' | 'p50' | 'p99' | 'max' | 'cmds';
-const METRICS: { key: Metric; label: string; unit: string; higherBetter: boolean }[] = [
-  { key: 'enqueue', label: `bulk enqueue, ${N} tasks`, unit: 'tasks/s', higherBetter: true },
-  { key: 'e2e10', label: `end to end, ${N} tasks, worker concurrency 10`, unit: 'tasks/s', higherBetter: true },
-  { key: 'e2e100', label: `end to end, ${N} tasks, worker concurrency 100`, unit: 'tasks/s', higherBetter: true },
-  { key: 'p50', label: `send → result, sequential ×${LAT}, p50`, unit: 'ms', higherBetter: false },
-  { key: 'p99', label: `send → result, sequential ×${LAT}, p99`, unit: 'ms', higherBetter: false },
-  { key: 'max', label: `send → result, sequential ×${LAT}, max`, unit: 'ms', higherBetter: false },
-  { key: 'cmds', label: 'Redis commands per task (end to end, concurrency 10)', unit: 'cmds', higherBetter: false },
+interface Metric {
+  key: string;
+  label: string;
+  unit: string;
+  higherBetter: boolean;
+  /** Ratios against a peer that does not use the thing measured (raw amqplib and Redis) say nothing. */
+  noRatio?: boolean;
+}
+const GROUPS: { id: System['group']; title: string; base: string }[] = [
+  { id: 'redis', title: 'Redis', base: 'machinery' },
+  { id: 'amqp', title: 'RabbitMQ', base: 'machinery-amqp' },
 ];
+
+function metricsOf(group: System['group']): Metric[] {
+  const amqp = group === 'amqp';
+  const m: Metric[] = [
+    { key: 'enqueue', label: `bulk enqueue, ${N} tasks`, unit: 'tasks/s', higherBetter: true },
+    { key: 'enqueue1', label: `enqueue one at a time, ${N} tasks`, unit: 'tasks/s', higherBetter: true },
+    ...CONCURRENCIES.map((c) => ({ key: `e2e${c}`, label: `end to end, ${N} tasks, worker concurrency ${c}`, unit: 'tasks/s', higherBetter: true })),
+  ];
+  if (!amqp) {
+    for (const q of ['p50', 'p99', 'max']) m.push({ key: q, label: `send → result, sequential ×${LAT}, ${q}`, unit: 'ms', higherBetter: false });
+  }
+  const cost = (key: string, what: string): Metric[] => [
+    { key: `${key}:cpu`, label: `${what}: CPU, all processes`, unit: 'µs/task', higherBetter: false },
+    { key: `${key}:cpuP`, label: `${what}: CPU, producer`, unit: 'µs/task', higherBetter: false },
+    ...(key.startsWith('e2e') ? [{ key: `${key}:cpuW`, label: `${what}: CPU, worker`, unit: 'µs/task', higherBetter: false }] : []),
+    { key: `${key}:cpuRedis`, label: `${what}: CPU, Redis`, unit: 'µs/task', higherBetter: false, noRatio: amqp },
+    ...(amqp ? [{ key: `${key}:cpuRabbit`, label: `${what}: CPU, RabbitMQ`, unit: 'µs/task', higherBetter: false }] : []),
+    { key: `${key}:cmds`, label: `${what}: Redis commands`, unit: 'cmds/task', higherBetter: false, noRatio: amqp },
+    ...(key.startsWith('e2e') ? [{ key: `${key}:rss`, label: `${what}: worker peak RSS`, unit: 'MB', higherBetter: false }] : []),
+  ];
+  m.push(...cost('enqueue', 'bulk enqueue'));
+  for (const c of CONCURRENCIES) m.push(...cost(`e2e${c}`, `end to end c=${c}`));
+  return m;
+}
 
 /** results[system][metric][round]: a number, or a string describing the failure. */
 const results: Record<string, Record<string, (number | string)[]>> = {};
-function record(sys: System, metric: Metric, value: number | string): void {
-  ((results[sys.id] ??= {})[metric] ??= []).push(value);
+function record(sys: System, key: string, value: number | string): void {
+  ((results[sys.id] ??= {})[key] ??= []).push(value);
 }
 
 async function commandCalls(): Promise<number> {
@@ -50,113 +84,131 @@ async function commandCalls(): Promise<number> {
   return sum;
 }
 
-async function startWorker(sys: System, concurrency: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join('src', sys.worker)], {
-    cwd: PKG,
-    env: { ...process.env, BENCH_CONCURRENCY: String(concurrency) },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${sys.id} worker not ready after 30 s`)), 30_000);
-    let out = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('ready')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${sys.id} worker exited (${code}) before ready`));
-    });
-  });
-  return child;
+async function redisCpuUs(): Promise<number> {
+  const text = await admin.info('cpu');
+  const sec = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(text)?.[1] ?? 0);
+  return Math.round((sec('used_cpu_sys') + sec('used_cpu_user')) * 1e6);
 }
 
-async function stopWorker(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGKILL');
-  await exited;
+interface Sample {
+  producer: NodeJS.CpuUsage;
+  worker: WorkerStats | null;
+  redis: number;
+  rabbit: number | null;
+  calls: number;
+}
+async function sample(worker: WorkerProcess | null): Promise<Sample> {
+  return { producer: process.cpuUsage(), worker: worker ? await worker.stats() : null, redis: await redisCpuUs(), rabbit: rabbitCpuUs(), calls: await commandCalls() };
+}
+
+/** Records the cost rows of one case from the samples around it. */
+function recordCost(sys: System, key: string, a: Sample, b: Sample): void {
+  const p = b.producer.user + b.producer.system - a.producer.user - a.producer.system;
+  const w = a.worker && b.worker ? b.worker.cpuUs - a.worker.cpuUs : 0;
+  const r = b.redis - a.redis;
+  const q = a.rabbit !== null && b.rabbit !== null ? b.rabbit - a.rabbit : 0;
+  record(sys, `${key}:cpu`, (p + w + r + q) / N);
+  record(sys, `${key}:cpuP`, p / N);
+  if (b.worker) record(sys, `${key}:cpuW`, w / N);
+  record(sys, `${key}:cpuRedis`, r / N);
+  if (sys.group === 'amqp') record(sys, `${key}:cpuRabbit`, a.rabbit === null ? 'RabbitMQ pid not found' : q / N);
+  record(sys, `${key}:cmds`, (b.calls - a.calls) / N);
+  if (b.worker) record(sys, `${key}:rss`, b.worker.maxRss / 2 ** 20);
+}
+
+/** A failed case shows its reason in each of its rows, so rounds stay aligned for the ratios. */
+function recordFailure(sys: System, key: string, why: string): void {
+  for (const m of metricsOf(sys.group)) if (m.key === key || m.key.startsWith(`${key}:`)) record(sys, m.key, why);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+const runOf = (sys: System) => ({ queue: sys.group === 'amqp' ? amqpQueueName() : QUEUE });
 
 async function runSystem(sys: System): Promise<void> {
-  // 1. Bulk enqueue, no worker.
-  await admin.flushdb();
-  {
-    const p = await sys.open();
+  // 1. Enqueue with no worker: in bulk, then one at a time.
+  for (const key of ['enqueue', 'enqueue1']) {
+    await admin.flushdb();
+    let p;
     try {
+      p = await sys.open(runOf(sys));
+      const s0 = await sample(null);
       const t0 = performance.now();
-      await p.enqueue(N);
+      await (key === 'enqueue' ? p.enqueue(N) : p.enqueueOne(N));
       const s = (performance.now() - t0) / 1000;
-      record(sys, 'enqueue', N / s);
+      const s1 = await sample(null);
+      record(sys, key, N / s);
+      if (key === 'enqueue') recordCost(sys, key, s0, s1);
     } catch (e) {
-      record(sys, 'enqueue', `error: ${String(e)}`);
+      recordFailure(sys, key, `error: ${String(e)}`);
     } finally {
-      await p.close();
+      await p?.close();
     }
   }
   // 2. End to end against a worker process; 3. latency on the concurrency-10 worker.
   for (const c of CONCURRENCIES) {
     await admin.flushdb();
-    const metric: Metric = c === 10 ? 'e2e10' : 'e2e100';
-    const p = await sys.open();
-    const worker = await startWorker(sys, c);
+    const key = `e2e${c}`;
+    const run = runOf(sys);
+    let p;
+    let worker: WorkerProcess | undefined;
     try {
-      const calls0 = await commandCalls();
+      p = await sys.open(run);
+      worker = await startWorker(sys.worker, { BENCH_CONCURRENCY: String(c), BENCH_QUEUE: run.queue });
+      const s0 = await sample(worker);
       const t0 = performance.now();
       await p.enqueue(N);
-      let counts = await p.counts();
+      let counts = await p.counts(worker);
       const deadline = Date.now() + E2E_TIMEOUT_MS;
       while (counts.done + counts.failed < N && Date.now() < deadline) {
         await sleep(10);
-        counts = await p.counts();
+        counts = await p.counts(worker);
       }
       const s = (performance.now() - t0) / 1000;
-      const calls = (await commandCalls()) - calls0;
-      if (counts.done === N && counts.failed === 0) {
-        record(sys, metric, N / s);
-        if (c === 10) record(sys, 'cmds', calls / N);
+      const s1 = await sample(worker);
+      const w = s1.worker!;
+      const wrong = [
+        counts.done !== N || counts.failed !== 0 ? `${counts.done} completed, ${counts.failed} failed of ${N}` : '',
+        w.executed !== N ? `the worker ran ${w.executed} tasks` : '',
+        w.duplicates !== 0 ? `${w.duplicates} ran twice` : '',
+      ].filter(Boolean);
+      if (wrong.length === 0) {
+        record(sys, key, N / s);
+        recordCost(sys, key, s0, s1);
       } else {
-        const why = `FAILED: ${counts.done} completed, ${counts.failed} failed of ${N}`;
-        record(sys, metric, why);
-        if (c === 10) record(sys, 'cmds', why);
+        recordFailure(sys, key, `FAILED: ${wrong.join(', ')}`);
       }
-      console.log(`  ${sys.id} c=${c}: ${counts.done}/${N} done, ${counts.failed} failed, ${(N / s).toFixed(0)} tasks/s`);
-      if (c === 10) {
-        // A fresh producer: the end-to-end run's flood of completion events can cost a
-        // subscriber its connection (Redis' pubsub output-buffer limit), losing later events.
-        const lp = await sys.open();
-        try {
-          for (let i = 0; i < 10; i++) await lp.roundTrip(); // warm-up
-          const times: number[] = [];
-          for (let i = 0; i < LAT; i++) {
-            const t = performance.now();
-            await lp.roundTrip();
-            times.push(performance.now() - t);
-          }
-          times.sort((a, b) => a - b);
-          record(sys, 'p50', quantile(times, 0.5));
-          record(sys, 'p99', quantile(times, 0.99));
-          record(sys, 'max', times[times.length - 1]!);
-        } catch (e) {
-          record(sys, 'p50', `error: ${String(e)}`);
-          record(sys, 'p99', `error: ${String(e)}`);
-          record(sys, 'max', `error: ${String(e)}`);
-        } finally {
-          await lp.close();
-        }
-      }
+      console.log(`  ${sys.id} c=${c}: ${counts.done}/${N} done, ${counts.failed} failed, worker ran ${w.executed} (${w.duplicates} twice), ${(N / s).toFixed(0)} tasks/s`);
+      if (c === 10 && p.roundTrip) await latency(sys);
     } catch (e) {
-      record(sys, metric, `error: ${String(e)}`);
+      recordFailure(sys, key, `error: ${String(e)}`);
     } finally {
-      await stopWorker(worker);
-      await p.close();
+      await worker?.stop();
+      await p?.close();
     }
+  }
+}
+
+async function latency(sys: System): Promise<void> {
+  // A fresh producer: the end-to-end run's flood of completion events can cost a
+  // subscriber its connection (Redis' pubsub output-buffer limit), losing later events.
+  const lp = await sys.open(runOf(sys));
+  try {
+    for (let i = 0; i < 10; i++) await lp.roundTrip!(); // warm-up
+    const times: number[] = [];
+    for (let i = 0; i < LAT; i++) {
+      const t = performance.now();
+      await lp.roundTrip!();
+      times.push(performance.now() - t);
+    }
+    times.sort((a, b) => a - b);
+    record(sys, 'p50', quantile(times, 0.5));
+    record(sys, 'p99', quantile(times, 0.99));
+    record(sys, 'max', times[times.length - 1]!);
+  } catch (e) {
+    for (const q of ['p50', 'p99', 'max']) record(sys, q, `error: ${String(e)}`);
+  } finally {
+    await lp.close();
   }
 }
 
@@ -166,7 +218,7 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 const fmt = (x: number, unit: string): string =>
-  unit === 'tasks/s' ? Math.round(x).toLocaleString('en-US') : unit === 'ms' ? x.toFixed(2) : x.toFixed(1);
+  unit === 'tasks/s' ? Math.round(x).toLocaleString('en-US') : unit === 'ms' ? x.toFixed(2) : unit === 'µs/task' ? x.toFixed(0) : x.toFixed(1);
 
 function cell(values: (number | string)[] | undefined, unit: string): string {
   if (!values || values.length === 0) return '—';
@@ -176,6 +228,7 @@ function cell(values: (number | string)[] | undefined, unit: string): string {
   return `${fmt(median(nums), unit)} (${fmt(Math.min(...nums), unit)}–${fmt(Math.max(...nums), unit)})`;
 }
 
+/** Median of the per-round ratios: each round's two numbers come from the same stretch of time. */
 function ratioCell(mine: (number | string)[] | undefined, theirs: (number | string)[] | undefined): string {
   if (!mine || !theirs) return '—';
   const rs: number[] = [];
@@ -187,85 +240,107 @@ function ratioCell(mine: (number | string)[] | undefined, theirs: (number | stri
   return rs.length ? `${median(rs).toFixed(2)}×` : 'n/a';
 }
 
-function markdown(started: Date, seconds: number): string {
-  const head = ['case', 'unit', ...systems.map((s) => s.label)];
-  const lines = [
-    `| ${head.join(' | ')} |`,
-    `| ${head.map(() => '---').join(' | ')} |`,
-    ...METRICS.map((m) => `| ${m.label} | ${m.unit} | ${systems.map((s) => cell(results[s.id]?.[m.key], m.unit)).join(' | ')} |`),
-  ];
-  const me = systems.find((s) => s.id === 'machinery');
-  const peers = systems.filter((s) => s.id !== 'machinery');
-  const ratio: string[] = [];
-  if (me && peers.length) {
-    const h = ['case', ...peers.map((p) => `machinery-ts / ${p.label}`)];
-    ratio.push(`| ${h.join(' | ')} |`, `| ${h.map(() => '---').join(' | ')} |`);
-    for (const m of METRICS) {
-      ratio.push(
-        `| ${m.label} (${m.higherBetter ? 'higher' : 'lower'} is better for machinery-ts) | ${peers
-          .map((p) => ratioCell(results[me.id]?.[m.key], results[p.id]?.[m.key]))
-          .join(' | ')} |`,
-      );
-    }
-  }
+function groupTable(group: (typeof GROUPS)[number]): string {
+  const members = systems.filter((s) => s.group === group.id);
+  if (members.length === 0) return '';
+  const me = members.find((s) => s.id === group.base);
+  const peers = me ? members.filter((s) => s !== me) : [];
+  const head = ['case', 'unit', ...members.map((s) => s.label), ...peers.map((p) => `machinery-ts / ${p.label}`)];
+  const rows = metricsOf(group.id)
+    .filter((m) => members.some((s) => results[s.id]?.[m.key]))
+    .map((m) => {
+      const cells = members.map((s) => cell(results[s.id]?.[m.key], m.unit));
+      const ratios = peers.map((p) => (m.noRatio ? '—' : ratioCell(results[me!.id]?.[m.key], results[p.id]?.[m.key])));
+      return `| ${m.label} (${m.higherBetter ? 'higher' : 'lower'} is better) | ${m.unit} | ${[...cells, ...ratios].join(' | ')} |`;
+    });
+  return `## ${group.title}
+
+| ${head.join(' | ')} |
+| ${head.map(() => '---').join(' | ')} |
+${rows.join('\n')}
+`;
+}
+
+function markdown(started: Date, seconds: number, soakResult: SoakResult | null): string {
+  const args = process.argv.slice(2).join(' ');
   return `# Benchmarks
 
-Generated by \`bash scripts/bench.sh${quick ? ' --quick' : ''}\` (bench/src/main.ts) on ${started.toISOString()}, ${seconds.toFixed(0)} s.
-Node ${process.version}, ${process.platform}/${process.arch}; Redis at \`${benchUrl().replace(/\/\/[^@]*@/, '//')}\` (db ${BENCH_DB}, flushed before each run).
+Generated by \`bash scripts/bench.sh${args ? ` ${args}` : ''}\` (bench/src/main.ts) on ${started.toISOString()}, ${seconds.toFixed(0)} s.
+Node ${process.version}, ${process.platform}/${process.arch}; Redis at \`${benchUrl().replace(/\/\/[^@]*@/, '//')}\` (db ${BENCH_DB}, flushed before each run);
+RabbitMQ at \`${AMQP_URL.replace(/\/\/[^@]*@/, '//')}\`.
 ${N} tasks per throughput run, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'}, systems interleaved round by round (the order rotates each round).
 
-Cells: median over rounds (min–max). A run where any task is missing or failed is shown as **FAILED**, not as a number.
+Cells: median over rounds (min–max). A run where any task is missing, failed or ran twice is shown as **FAILED**, not as a number.
+The last columns are the ratios of machinery-ts to each peer: the median of the per-round ratios (each round's numbers come from the same run).
 
-${lines.join('\n')}
-
-Ratios of machinery-ts to each peer, median of the per-round ratios (each round's numbers come from the same run):
-
-${ratio.join('\n')}
-
+${GROUPS.map(groupTable).filter(Boolean).join('\n')}
+${soakResult ? soakMarkdown(soakResult) : ''}
 ## What is measured
 
-- **Task**: \`add(a, b)\` returning the sum. Every system runs it with its default settings, except where noted.
+- **Task**: \`add(a, b)\` returning the sum, \`a\` the task's index. Every system runs it with its default settings, except where noted.
 - **Bulk enqueue**: time to enqueue N tasks with no worker running, in batches of 1000: BullMQ \`addBulk\`,
-  bee-queue \`saveAll\`, raw \`LPUSH\` of 1000 messages, machinery-ts 1000 concurrent \`sendTask\` calls
-  (machinery-ts has no bulk API; each send writes the PENDING state to the backend and publishes the message).
+  bee-queue \`saveAll\`, raw \`LPUSH\` of 1000 messages, raw amqplib 1000 publishes then \`waitForConfirms\`,
+  machinery-ts 1000 concurrent \`sendTask\` calls (machinery-ts has no bulk API; each send writes the PENDING
+  state to the backend and publishes the message). **One at a time**: each enqueue awaited before the next.
 - **End to end**: the worker is a separate process (\`node --conditions=source --import tsx src/worker-<system>.ts\`)
-  at concurrency 10 or 100. Throughput = N / (first send → last completion seen by the producer), the producer
+  at concurrency 1, 10 or 100. Throughput = N / (first send → last completion seen by the producer), the producer
   polling every 10 ms: machinery-ts reads the task states in the Redis backend (\`MGET\` of the unfinished ones),
   BullMQ \`getJobCounts('completed','failed')\` (results kept: \`removeOnComplete\` is off by default),
-  bee-queue \`checkHealth()\`, raw a done counter the worker \`INCR\`s. Each run checks that all N completed and none failed.
-- **Latency**: sequential send → awaited result on the concurrency-10 worker (after its end-to-end run, from a
+  bee-queue \`checkHealth()\`, raw ioredis a done counter the worker \`INCR\`s, raw amqplib the worker process's
+  count of tasks run (asked over the IPC channel; it acks right after). Each run checks that all N completed and
+  none failed as the store shows, and that the worker ran exactly N tasks, none of them twice (it counts each
+  task index it runs).
+- **Latency** (Redis): sequential send → awaited result on the concurrency-10 worker (after its end-to-end run, from a
   fresh producer), after 10 warm-ups: machinery-ts
   \`AsyncResult.get()\` (RedisBackend wakes on the state's pub/sub channel), BullMQ \`job.waitUntilFinished(QueueEvents)\`,
   bee-queue the job's \`succeeded\` event, raw \`BLPOP\` on a per-task result list.
   bee-queue subscribes a job to its events only after \`save()\` resolves, so when its worker finishes first the
   \`succeeded\` event goes unheard; after 30 s the harness checks the job's stored status and keeps the sample.
   Events lost this run: ${beeLostEvents}.
-- **Redis commands per task**: \`INFO commandstats\` calls delta over the concurrency-10 end-to-end run divided by N.
-  It counts everything the server ran in that window, including the producer's completion polling, so it is an
-  upper bound, and it is only meaningful when nothing else uses the Redis server.
-- **raw ioredis**: the floor — \`LPUSH\`; worker \`BLMOVE\` into a processing list, then \`MULTI LREM + LPUSH result + INCR\`.
+- **Cost per task** over the same window as the throughput (first send → last completion): CPU of the producer process
+  (\`process.cpuUsage()\`, its completion polling included), of the worker process (its own \`process.cpuUsage()\`,
+  asked over IPC), of Redis (\`INFO cpu\` user + sys delta) and of RabbitMQ (\`/proc/<pid>/stat\` of the server
+  \`scripts/rabbitmq.sh\` started, 10 ms ticks), divided by N; Redis commands (\`INFO commandstats\` calls delta).
+  Server figures count everything the server did in the window, the producer's polling included and other users'
+  work on the same server too, so they are upper bounds and only meaningful when nothing else uses the servers.
+  **Worker peak RSS**: \`process.resourceUsage().maxRSS\` of the worker process (a fresh one per run), start-up included.
+- **raw ioredis**: the Redis floor — \`LPUSH\`; worker \`BLMOVE\` into a processing list, then \`MULTI LREM + LPUSH result + INCR\`.
+- **RabbitMQ**: both systems use a fresh durable queue per run (deleted after it), persistent messages (delivery mode 2),
+  publisher confirms awaited for every message, manual acks, one ack per message. raw amqplib publishes with
+  \`sendToQueue\` (default exchange) and consumes with \`prefetch(concurrency)\`; machinery-ts publishes through a
+  per-run direct exchange bound to the queue (its usual topology) and consumes with prefetch = concurrency + 1.
+  machinery-ts keeps task states in **RedisBackend** on the Redis server above: the core has no "no results" backend,
+  its memory backend cannot be shared by two processes, and Redis states are what a user wanting durable results
+  next to a durable queue would run. So machinery-ts does more work per task here than raw amqplib, which keeps no
+  state at all (its completion count lives in the worker process).
 `;
 }
 
 const started = new Date();
 const t0 = performance.now();
-console.log(`bench: N=${N}, rounds=${ROUNDS}, latency samples=${LAT}, systems=${systems.map((s) => s.id).join(',')}`);
-for (let round = 0; round < ROUNDS; round++) {
+console.log(`bench: N=${N}, rounds=${ROUNDS}, latency samples=${LAT}, systems=${systems.map((s) => s.id).join(',') || 'none'}${soak ? `, soak ${SOAK_N}` : ''}`);
+for (let round = 0; round < ROUNDS && systems.length > 0; round++) {
   const order = systems.map((_, i) => systems[(i + round) % systems.length]!);
   for (const sys of order) {
     console.log(`round ${round + 1}/${ROUNDS}: ${sys.label}`);
     await runSystem(sys);
   }
 }
+let soakResult: SoakResult | null = null;
+if (soak) {
+  await admin.flushdb();
+  soakResult = await runSoak(SOAK_N);
+}
 await admin.flushdb();
 admin.disconnect();
 const seconds = (performance.now() - t0) / 1000;
-const md = markdown(started, seconds);
+const md = markdown(started, seconds, soakResult);
+const name = full ? 'latest' : quick ? 'quick' : 'partial';
 mkdirSync(join(PKG, 'results'), { recursive: true });
 writeFileSync(
-  join(PKG, 'results', 'latest.json'),
-  `${JSON.stringify({ started: started.toISOString(), seconds, quick, n: N, rounds: ROUNDS, latencySamples: LAT, beeLostEvents, node: process.version, systems: systems.map((s) => ({ id: s.id, label: s.label })), results }, null, 2)}\n`,
+  join(PKG, 'results', `${name}.json`),
+  `${JSON.stringify({ started: started.toISOString(), seconds, argv: process.argv.slice(2), n: N, rounds: ROUNDS, latencySamples: LAT, beeLostEvents, node: process.version, systems: systems.map((s) => ({ id: s.id, label: s.label, group: s.group })), results, soak: soakResult }, null, 2)}\n`,
 );
-writeFileSync(join(ROOT, 'BENCHMARKS.md'), md);
+writeFileSync(full ? join(ROOT, 'BENCHMARKS.md') : join(PKG, 'results', `${name}.md`), md);
 console.log(md);
 process.exit(0);

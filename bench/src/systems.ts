@@ -2,10 +2,11 @@
 import { randomUUID } from 'node:crypto';
 import { RedisBackend } from '@machinery-ts/backend-redis';
 import { RedisBroker } from '@machinery-ts/broker-redis';
-import { type AsyncResult, Server, arg } from '@machinery-ts/core';
+import { type AsyncResult, type Broker, Server, arg } from '@machinery-ts/core';
 import BeeQueue from 'bee-queue';
 import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
+import type { WorkerProcess } from './child.js';
 import { QUEUE, RAW_DONE, RAW_FAILED, RAW_QUEUE, benchUrl, rawResultKey } from './common.js';
 
 export interface Counts {
@@ -14,20 +15,29 @@ export interface Counts {
 }
 
 export interface Producer {
-  /** Enqueues n tasks as fast as the system allows (its bulk API where it has one). */
+  /** Enqueues n tasks (indexes 0..n-1) as fast as the system allows (its bulk API where it has one). */
   enqueue(n: number): Promise<void>;
-  /** Completed and failed tasks so far, as the producer can see them. */
-  counts(): Promise<Counts>;
-  /** Sends one task and waits for its result. */
-  roundTrip(): Promise<void>;
+  /** Enqueues n tasks one at a time, each awaited before the next. */
+  enqueueOne(n: number): Promise<void>;
+  /** Completed and failed tasks so far, as the producer can see them (some ask the worker process). */
+  counts(worker: WorkerProcess): Promise<Counts>;
+  /** Sends one task and waits for its result; absent where the case is not run. */
+  roundTrip?(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** One run of one case: systems that can, use a fresh queue per run. */
+export interface Run {
+  readonly queue: string;
 }
 
 export interface System {
   id: string;
   label: string;
+  /** Systems are compared within their group (same servers, same durability). */
+  group: 'redis' | 'amqp';
   worker: string;
-  open(): Promise<Producer>;
+  open(run: Run): Promise<Producer>;
 }
 
 const CHUNK = 1000;
@@ -35,10 +45,10 @@ const CHUNK = 1000;
 /** bee-queue latency samples whose `succeeded` event never arrived (see bee().roundTrip). */
 export let beeLostEvents = 0;
 
-async function machinery(): Promise<Producer> {
-  const url = benchUrl();
-  const backend = new RedisBackend({ url, waitPollMs: 50 });
-  const server = new Server({ broker: new RedisBroker({ url, defaultQueue: QUEUE }), backend, defaultQueue: QUEUE });
+/** machinery-ts with states in RedisBackend, on any broker; completion read from the states. */
+export function machineryProducer(broker: Broker, queue: string): Producer {
+  const backend = new RedisBackend({ url: benchUrl(), waitPollMs: 50 });
+  const server = new Server({ broker, backend, defaultQueue: queue });
   let pending: string[] = [];
   let done = 0;
   let failed = 0;
@@ -50,6 +60,9 @@ async function machinery(): Promise<Producer> {
         for (let j = i; j < Math.min(n, i + CHUNK); j++) batch.push(server.sendTask(sig(j)));
         for (const r of await Promise.all(batch)) pending.push(r.taskUUID);
       }
+    },
+    async enqueueOne(n) {
+      for (let i = 0; i < n; i++) pending.push((await server.sendTask(sig(i))).taskUUID);
     },
     async counts() {
       const still: string[] = [];
@@ -75,6 +88,10 @@ async function machinery(): Promise<Producer> {
   };
 }
 
+async function machinery(): Promise<Producer> {
+  return machineryProducer(new RedisBroker({ url: benchUrl(), defaultQueue: QUEUE }), QUEUE);
+}
+
 async function bullmq(): Promise<Producer> {
   const connection = new Redis(benchUrl(), { maxRetriesPerRequest: null });
   const queue = new Queue(QUEUE, { connection });
@@ -87,6 +104,9 @@ async function bullmq(): Promise<Producer> {
         for (let j = i; j < Math.min(n, i + CHUNK); j++) jobs.push({ name: 'add', data: { a: j, b: 1 } });
         await queue.addBulk(jobs);
       }
+    },
+    async enqueueOne(n) {
+      for (let i = 0; i < n; i++) await queue.add('add', { a: i, b: 1 });
     },
     async counts() {
       const c = await queue.getJobCounts('completed', 'failed');
@@ -115,6 +135,9 @@ async function bee(): Promise<Producer> {
         const errors = await queue.saveAll(jobs);
         if (errors.size > 0) throw new Error(`bee-queue saveAll: ${errors.size} jobs not saved`);
       }
+    },
+    async enqueueOne(n) {
+      for (let i = 0; i < n; i++) await queue.createJob({ a: i, b: 1 }).save();
     },
     async counts() {
       const h = await queue.checkHealth();
@@ -158,6 +181,9 @@ async function raw(): Promise<Producer> {
         await client.lpush(RAW_QUEUE, ...msgs);
       }
     },
+    async enqueueOne(n) {
+      for (let i = 0; i < n; i++) await client.lpush(RAW_QUEUE, JSON.stringify({ id: randomUUID(), a: i, b: 1 }));
+    },
     async counts() {
       const [d, f] = await client.mget(RAW_DONE, RAW_FAILED);
       return { done: Number(d ?? 0), failed: Number(f ?? 0) };
@@ -176,8 +202,8 @@ async function raw(): Promise<Producer> {
 }
 
 export const SYSTEMS: System[] = [
-  { id: 'machinery', label: 'machinery-ts (redis broker, redis backend)', worker: 'worker-machinery.ts', open: machinery },
-  { id: 'bullmq', label: 'BullMQ', worker: 'worker-bullmq.ts', open: bullmq },
-  { id: 'bee', label: 'bee-queue', worker: 'worker-bee.ts', open: bee },
-  { id: 'raw', label: 'raw ioredis (LPUSH/BLMOVE/LREM)', worker: 'worker-raw.ts', open: raw },
+  { id: 'machinery', label: 'machinery-ts (redis broker, redis backend)', group: 'redis', worker: 'worker-machinery.ts', open: machinery },
+  { id: 'bullmq', label: 'BullMQ', group: 'redis', worker: 'worker-bullmq.ts', open: bullmq },
+  { id: 'bee', label: 'bee-queue', group: 'redis', worker: 'worker-bee.ts', open: bee },
+  { id: 'raw', label: 'raw ioredis (LPUSH/BLMOVE/LREM)', group: 'redis', worker: 'worker-raw.ts', open: raw },
 ];

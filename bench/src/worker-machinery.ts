@@ -1,15 +1,19 @@
 import { RedisBackend } from '@machinery-ts/backend-redis';
 import { RedisBroker } from '@machinery-ts/broker-redis';
 import { Server } from '@machinery-ts/core';
-import { QUEUE, add, benchUrl, ready, workerConcurrency } from './common.js';
+import { QUEUE, add, benchUrl, ready, track, workerConcurrency } from './common.js';
 
 const url = benchUrl();
 const server = new Server({
   broker: new RedisBroker({ url, defaultQueue: QUEUE }),
-  backend: new RedisBackend({ url }),
+  // The soak shortens the states' life so that a million of them do not pile up in Redis.
+  backend: new RedisBackend({ url, resultsExpireIn: Number(process.env.BENCH_RESULTS_EXPIRE_S ?? 0) }),
   defaultQueue: QUEUE,
 });
-server.registerTask('add', ([a, b]) => add(Number(a), Number(b)));
+server.registerTask('add', ([a, b]) => {
+  track(Number(a));
+  return add(Number(a), Number(b));
+});
 const worker = server.newWorker({ concurrency: workerConcurrency(), handleSignals: false });
 await worker.start();
 ready();
