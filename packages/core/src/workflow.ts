@@ -35,22 +35,36 @@ type SameTypes<A extends readonly GoType[], B extends readonly GoType[]> = [Cano
     : false
   : false;
 
-/** What a link or callback must be missing, given what arrives; `undefined` means "not known, not checked". */
-type Expect<S, Arriving extends readonly GoType[] | undefined> = Arriving extends readonly GoType[]
-  ? SignatureTypes<S> extends { readonly missing: infer M extends readonly GoType[] }
-    ? SameTypes<M, Arriving> extends true
-      ? S
-      : S & { readonly 'expected missing args': Arriving; readonly 'but is missing': M }
-    : S
+/**
+ * A typed link or callback must be missing exactly what arrives. `Arriving` is `undefined`
+ * when that is not known (an untyped neighbour: not checked) and `never` when it could be
+ * either of two things (a flag typed only as `boolean`: refused). Untyped `S` is never checked.
+ */
+type Expect<S, Arriving extends readonly GoType[] | undefined> = SignatureTypes<S> extends {
+  readonly missing: infer M extends readonly GoType[];
+}
+  ? [Arriving] extends [never]
+    ? S & { readonly 'whether results are passed on is not known statically: type Immutable as true or false': never }
+    : [Arriving] extends [readonly GoType[]]
+      ? SameTypes<M, Arriving & readonly GoType[]> extends true
+        ? S
+        : S & { readonly 'expected missing args': Arriving; readonly 'but is missing': M }
+      : S
   : S;
 
-/** What a finished link hands the next one: its results, nothing if immutable, unknown if untyped. */
+/**
+ * What a finished link hands the next one: its results, nothing if immutable, unknown
+ * (unchecked) if untyped. A typed link whose flag is only known as `boolean` could do
+ * either, which no next link fits unless it returns nothing: `never` makes that an error.
+ */
 type Passed<S> = SignatureTypes<S> extends { readonly results: infer R extends readonly GoType[] }
   ? S extends { readonly Immutable: false }
     ? R
     : S extends { readonly Immutable: true }
       ? []
-      : undefined
+      : R extends readonly []
+        ? []
+        : never
   : undefined;
 
 type CheckChain<L extends readonly Signature[], Arriving extends readonly GoType[] | undefined> = L extends readonly [
@@ -80,16 +94,24 @@ type GroupResults<M extends readonly Signature[]> = M extends readonly [infer He
         : unknown
       : unknown;
 
-/** What a chord callback receives: the group's results, nothing when immutable, unknown when not typed. */
-type CallbackGets<G, C> = G extends Group<infer R>
-  ? C extends { readonly Immutable: true }
+/**
+ * What a chord callback receives: nothing when immutable, else the group's results, unknown
+ * (unchecked) when some member is untyped. A typed callback whose flag is only known as
+ * `boolean` fits only a group that returns nothing.
+ */
+type CallbackGets<G, C> = SignatureTypes<C> extends undefined
+  ? undefined
+  : C extends { readonly Immutable: true }
     ? []
-    : C extends { readonly Immutable: false }
+    : G extends Group<infer R>
       ? R extends readonly GoType[]
-        ? R
+        ? C extends { readonly Immutable: false }
+          ? R
+          : R extends readonly []
+            ? []
+            : never
         : undefined
-      : undefined
-  : undefined;
+      : undefined;
 
 /**
  * Go's `NewGroup`. Members must be complete (a member gets no results appended); typed

@@ -97,6 +97,13 @@ describe('typed chains', () => {
     chain(immutable(call(add, 1n, 2n)), partial(add, 1n));
     // @ts-expect-error the first link receives nothing
     chain(partial(add, 1n), partial(add, 1n));
+    const unsure: TypedSignature<[], readonly ['int64']> = call(add, 1n, 2n);
+    // @ts-expect-error whether unsure passes its result on is not known statically
+    chain(unsure, partial(add, 1n));
+    // @ts-expect-error nor whether it passes nothing
+    chain(unsure, call(add, 1n, 2n));
+    // An untyped next link is not checked either way.
+    expectTypeOf(chain(unsure, newSignature({ Name: 'log' }))).toEqualTypeOf<Chain<unknown[]>>();
     expect(true).toBe(true);
   });
 
@@ -135,6 +142,9 @@ describe('typed chords', () => {
     // @ts-expect-error an immutable callback receives nothing, so it must be complete
     chord(group(call(add, 1n, 1n)), immutable(partial(add, 1n)));
     const members = [call(add, 1n, 1n), call(add, 2n, 2n)];
+    const unsureCallback: TypedSignature<['int64'], ['bool']> = partial(label, 'x') as unknown as TypedSignature<['int64'], ['bool']>;
+    // @ts-expect-error whether the callback receives the members' results is not known statically
+    chord(group(call(add, 1n, 1n)), unsureCallback);
     // @ts-expect-error the member count is not known statically, so a fixed-arity callback is not provably right
     chord(group(...members), partial(total3, 'x'));
     expect(true).toBe(true);
