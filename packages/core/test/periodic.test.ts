@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { Lock } from '../src/contracts/lock.js';
 import { ConfigError } from '../src/errors.js';
 import { newSignature } from '../src/message/signature.js';
 import { MemoryLock } from '../src/memory/memory-lock.js';
@@ -14,7 +15,7 @@ async function nextSecondBoundary(): Promise<number> {
   return (Math.floor(Date.now() / 1000) + 1) * 1000;
 }
 
-function countingServer(lock: MemoryLock): { server: Server; published: string[] } {
+function countingServer(lock: Lock): { server: Server; published: string[] } {
   const server = new Server({ lock });
   const published: string[] = [];
   const orig = server.broker.publish.bind(server.broker);
@@ -123,4 +124,105 @@ describe('Scheduler', () => {
     expect(sig.UUID).toBe('');
     await server.close();
   }, 10_000);
+});
+
+describe("Scheduler in lockMode 'go'", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("writes Go's key and value: binary + name + spec, next fire time in ns − 1", async () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1, 0, 0, 30) });
+    const leases = new Map<string, { token: string; expiresAt: number }>();
+    const { server, published } = countingServer(new MemoryLock({ leases }));
+    const scheduler = new Scheduler(server, { lockMode: 'go', goBinaryName: 'worker' });
+    scheduler.registerPeriodicTask('*/1 * * * *', 'periodic-task', newSignature({ Name: 'add' }));
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(published).toHaveLength(1);
+    expect([...leases.keys()]).toEqual(['machinery_lock_workerperiodic-task*/1 * * * *']);
+    const lease = leases.get('machinery_lock_workerperiodic-task*/1 * * * *');
+    // Fired at 00:01:00, so Go's value is 00:02:00 in ns minus 1.
+    expect(lease?.token).toBe('1767225719999999999');
+    expect(BigInt(lease?.token ?? 0) + 1n).toBe(BigInt(Date.UTC(2026, 0, 1, 0, 2)) * 1_000_000n);
+    expect(lease?.expiresAt).toBe(Date.UTC(2026, 0, 1, 0, 2));
+    await scheduler.stop();
+    await server.close();
+  });
+
+  it('skips a tick while a Go value is in the future and takes one whose time is over', async () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1, 0, 0, 30) });
+    const leases = new Map<string, { token: string; expiresAt: number }>();
+    const key = 'machinery_lock_workerjob*/1 * * * *';
+    const { server, published } = countingServer(new MemoryLock({ leases }));
+    const scheduler = new Scheduler(server, { lockMode: 'go', goBinaryName: 'worker' });
+    // A Go scheduler ahead of us already fired 00:01:00.
+    const goValue = BigInt(Date.UTC(2026, 0, 1, 0, 2)) * 1_000_000n - 1n;
+    leases.set(key, { token: goValue.toString(), expiresAt: Date.UTC(2026, 0, 1, 0, 2) });
+    scheduler.registerPeriodicTask('*/1 * * * *', 'job', newSignature({ Name: 'add' }));
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(published).toHaveLength(0);
+    expect(leases.get(key)?.token).toBe(goValue.toString());
+    // A Go value whose time is over, left with a far expiry (as Go's GETSET leaves it without one).
+    leases.set(key, { token: (goValue - 10n).toString(), expiresAt: Date.UTC(2030, 0, 1) });
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(published).toHaveLength(1);
+    expect(leases.get(key)?.token).toBe((BigInt(Date.UTC(2026, 0, 1, 0, 3)) * 1_000_000n - 1n).toString());
+    await scheduler.stop();
+    await server.close();
+  });
+
+  it('three schedulers sharing one lock send each of 5 ticks exactly once', async () => {
+    const leases = new Map<string, { token: string; expiresAt: number }>();
+    const nodes = [0, 1, 2].map(() => countingServer(new MemoryLock({ leases })));
+    const schedulers = nodes.map((n) => new Scheduler(n.server, { lockMode: 'go', goBinaryName: 'worker' }));
+    const first = await nextSecondBoundary();
+    for (const s of schedulers) s.registerPeriodicTask('@every 1s', 'tick', newSignature({ Name: 'add' }));
+    const sent = () => nodes.reduce((n, x) => n + x.published.length, 0);
+    while (sent() < 5 && Date.now() < first + 15_000) await sleep(20);
+    await Promise.all(schedulers.map((s) => s.stop()));
+    expect(Date.now()).toBeGreaterThanOrEqual(first + 4000);
+    expect(Date.now()).toBeLessThan(first + 5000);
+    expect(nodes.flatMap((n) => n.published)).toHaveLength(5);
+    expect([...leases.keys()]).toEqual(['machinery_lock_workertick@every 1s']);
+    // The fifth tick (first + 4 s) holds the key until the sixth.
+    expect(leases.get('machinery_lock_workertick@every 1s')?.token).toBe((BigInt(first + 5000) * 1_000_000n - 1n).toString());
+    await Promise.all(nodes.map((n) => n.server.close()));
+  }, 30_000);
+
+  it('refuses go mode without a binary name, with a lock lacking acquireUntil, and a stray name', () => {
+    const server = new Server();
+    expect(() => new Scheduler(server, { lockMode: 'go' })).toThrow(ConfigError);
+    expect(() => new Scheduler(server, { lockMode: 'go' })).toThrow(/goBinaryName/);
+    expect(() => new Scheduler(server, { lockMode: 'go', goBinaryName: './bin/worker' })).toThrow(/basename/);
+    expect(() => new Scheduler(server, { goBinaryName: 'worker' })).toThrow(/only used with lockMode 'go'/);
+    const plain: Lock = {
+      acquire: async () => null,
+      release: async () => false,
+      close: async () => {},
+    };
+    expect(() => new Scheduler(new Server({ lock: plain }), { lockMode: 'go', goBinaryName: 'worker' })).toThrow(/needs a lock with acquireUntil/);
+    expect(new Scheduler(server, { lockMode: 'go', goBinaryName: 'worker' }).names()).toEqual([]);
+  });
+
+  it('reports a lock that throws to onError and skips the tick', async () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1, 0, 0, 30) });
+    const boom = new Error('store unreachable');
+    const lock: Lock = {
+      acquire: async () => null,
+      release: async () => false,
+      acquireUntil: async () => {
+        throw boom;
+      },
+      close: async () => {},
+    };
+    const errors: unknown[] = [];
+    const { server, published } = countingServer(lock);
+    const scheduler = new Scheduler(server, { lockMode: 'go', goBinaryName: 'w', onError: (err) => errors.push(err) });
+    scheduler.registerPeriodicTask('*/1 * * * *', 'job', newSignature({ Name: 'add' }));
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(errors).toEqual([boom]);
+    expect(published).toHaveLength(0);
+    await scheduler.stop();
+    await server.close();
+  });
 });
