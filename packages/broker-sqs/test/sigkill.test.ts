@@ -72,9 +72,10 @@ describe('a SIGKILLed SQS worker process', () => {
       const recoveryMs = Number(rerun[2]) - killedAt;
       console.log(`SIGKILL → rerun start: ${recoveryMs} ms (visibility timeout ${broker.capabilities.redeliveryTimeoutMs} ms, heartbeat every ${broker.capabilities.redeliveryTimeoutMs / 2} ms)`);
       expect(rerun[1]).toBe('2'); // ApproximateReceiveCount: the second delivery of the same message
-      // Its last heartbeat was at most half a timeout before the kill, so the message stays
-      // invisible for at least the other half; it is back within one timeout plus a long poll.
-      expect(recoveryMs).toBeGreaterThanOrEqual(broker.capabilities.redeliveryTimeoutMs / 2 - 200);
+      // Its last heartbeat was about half a timeout before the kill, so the message stays
+      // invisible for about the other half (a quarter allows for timer slip on a busy machine);
+      // it is back within one timeout plus a long poll.
+      expect(recoveryMs).toBeGreaterThanOrEqual(broker.capabilities.redeliveryTimeoutMs / 4);
       expect(recoveryMs).toBeLessThan(broker.capabilities.redeliveryTimeoutMs + 10_000);
 
       expect(await result.get({ timeoutMs: 20_000 })).toEqual(['recovered']);
