@@ -305,6 +305,23 @@ describe('SqsBroker batched deletes', () => {
     await (c.got[10] as Delivery).settle({ kind: 'ack' });
   });
 
+  it('close() sends acks still waiting for their batch before the client goes', async () => {
+    const q = name();
+    const b = broker({ deleteBatchWindowMs: 120_000 }); // a window this test would never see end
+    await b.publish(newSignature({ UUID: newTaskUUID(), Name: 't', RoutingKey: q }));
+    const c = collect();
+    await b.consume(q, { prefetch: 1, onDelivery: c.onDelivery });
+    await c.until(1);
+    const settled = (c.got[0] as Delivery).settle({ kind: 'ack' });
+    await b.close();
+    await settled;
+    const other = broker();
+    const c2 = collect();
+    await other.consume(q, { prefetch: 1, onDelivery: c2.onDelivery });
+    await new Promise((r) => setTimeout(r, 2500)); // past the 2 s visibility timeout
+    expect(c2.got.length).toBe(0);
+  });
+
   it('a DeleteMessageBatch call that fails rejects every settle it carried', async () => {
     const q = name();
     const b = broker();
