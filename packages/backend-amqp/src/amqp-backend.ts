@@ -89,7 +89,7 @@ const MAX_SCAN = 256;
  * its message for one round trip (RabbitMQ hides unacked messages from `basic.get`), and a
  * writer's purge is followed at once by its publish; both are over within milliseconds.
  */
-const EMPTY_RETRY_MS = [5, 20, 60] as const;
+const EMPTY_RETRY_MS = [4, 8, 16, 32, 64, 128, 128] as const;
 const MEMO_GROUPS = 1000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -128,6 +128,7 @@ export class AmqpBackend implements Backend {
   /** Completed member states already seen, per group, so repeated chord steps re-read only the rest. */
   readonly #memo = new Map<string, Map<string, TaskState>>();
   readonly #waiters = new Set<() => void>();
+  readonly #reading = new Map<string, Promise<string | null>>();
   #events: Promise<{ ch: Channel; queue: string }> | null = null;
   readonly #listeners = new Map<string, Set<() => void>>();
   #conn: Conn | null = null;
@@ -334,6 +335,8 @@ export class AmqpBackend implements Backend {
         if (attempt >= 2) throw new Error(`AMQP state write of ${q}: ${r === 'nack' ? 'publish refused' : 'queue kept vanishing'}`);
       }
     });
+    // A read already in flight may have started before this write: later reads start afresh.
+    this.#reading.delete(q);
     this.#announce(q, update.state);
   }
 
@@ -342,36 +345,59 @@ export class AmqpBackend implements Backend {
     return text === null ? null : decodeTaskState(text);
   }
 
+  /** Concurrent reads of one queue in this process share one pass, so they do not hide the message from each other. */
+  #readLatest(queue: string): Promise<string | null> {
+    let p = this.#reading.get(queue);
+    if (!p) {
+      const flight = this.#scanWithRetry(queue).finally(() => {
+        if (this.#reading.get(queue) === flight) this.#reading.delete(queue);
+      });
+      p = flight;
+      this.#reading.set(queue, p);
+    }
+    return p;
+  }
+
   /**
-   * The last message of a task queue, left in place: `basic.get` every message, ack the older
-   * ones (the queue is compacted to the latest state), requeue the last. `null` when the queue
-   * does not exist or stays empty.
+   * The last message of a task queue, left in place. `null` when the queue does not exist, or
+   * stays empty over a few jittered re-reads: RabbitMQ hides a message from `basic.get` while
+   * another reader holds it, and a writer's purge is followed at once by its publish.
    */
-  async #readLatest(queue: string): Promise<string | null> {
+  async #scanWithRetry(queue: string): Promise<string | null> {
     for (let attempt = 0; ; attempt++) {
-      const r = await this.#withConnection('state read', (conn) =>
-        this.#onFreshChannel(conn, async (ch): Promise<string | 'absent' | 'empty'> => {
-          const got: GetMessage[] = [];
-          try {
-            for (let m = await ch.get(queue, { noAck: false }); m; m = got.length < MAX_SCAN ? await ch.get(queue, { noAck: false }) : false) got.push(m);
-          } catch (err) {
-            if (isNotFound(err)) return 'absent';
-            throw err;
-          }
-          const last = got.at(-1);
-          if (!last) return 'empty';
-          const older = got.at(-2);
-          if (older) ch.ack(older, true);
-          ch.nack(last, false, true);
-          return last.content.toString('utf8');
-        }),
-      );
+      const r = await this.#withConnection('state read', (conn) => this.#onFreshChannel(conn, (ch) => this.#scan(ch, queue)));
       if (r === 'absent') return null;
       if (r !== 'empty') return r;
       const pause = EMPTY_RETRY_MS[attempt];
       if (pause === undefined) return null;
-      await sleep(pause);
+      await sleep(pause / 2 + Math.random() * pause);
     }
+  }
+
+  /**
+   * `basic.get` every message (get-ok's message count says when to stop, so the usual single
+   * message is held for no extra round trip), ack the older ones, so the queue is compacted
+   * to the latest state, and requeue the last.
+   */
+  async #scan(ch: Channel, queue: string): Promise<string | 'absent' | 'empty'> {
+    const got: GetMessage[] = [];
+    try {
+      for (;;) {
+        const m = await ch.get(queue, { noAck: false });
+        if (!m) break;
+        got.push(m);
+        if (m.fields.messageCount === 0 || got.length >= MAX_SCAN) break;
+      }
+    } catch (err) {
+      if (isNotFound(err)) return 'absent';
+      throw err;
+    }
+    const last = got.at(-1);
+    if (!last) return 'empty';
+    const older = got.at(-2);
+    if (older) ch.ack(older, true);
+    ch.nack(last, false, true);
+    return last.content.toString('utf8');
   }
 
   async purgeState(taskUUID: string): Promise<void> {
