@@ -13,8 +13,9 @@ import {
   decodeGroupMeta,
   decodeTaskState,
   encodeGroupMeta,
+  encodeTaskState,
   isCompleted,
-  nowRfc3339Nano,
+  mergeTaskState,
   stringifyExactJson,
 } from '@machinery-ts/core';
 import { RESET_CHORD_LUA, SET_STATE_LUA, TRIGGER_CHORD_LUA } from './scripts.js';
@@ -66,7 +67,8 @@ const MUTEX_ATTEMPTS = 64;
  * single Lua scripts, so they are atomic.
  */
 export class RedisBackend implements Backend {
-  readonly capabilities: BackendCapabilities = { waitForState: true, mayEvict: false };
+  // One connection carries every write, and Redis applies a connection's commands in order.
+  readonly capabilities: BackendCapabilities = { waitForState: true, mayEvict: false, orderedWrites: true };
   readonly #client: Redis;
   readonly #scripted: ScriptedRedis;
   readonly #owned: boolean;
@@ -105,6 +107,11 @@ export class RedisBackend implements Backend {
   }
 
   async setState(update: StateUpdate): Promise<void> {
+    // PENDING starts a document afresh (Go overwrites too), so it needs no read and no script.
+    if (update.state === TaskStates.PENDING) {
+      await this.#client.set(update.taskUUID, encodeTaskState(mergeTaskState(update, null)), 'EX', this.#ttl);
+      return;
+    }
     const head = `${stringifyExactJson({ TaskUUID: update.taskUUID }).slice(0, -1)},"TaskName":`;
     const rest = stringifyExactJson({
       State: update.state,
@@ -118,10 +125,11 @@ export class RedisBackend implements Backend {
       middle,
       ',"TTL":0}',
       this.#ttl,
-      update.state === TaskStates.PENDING ? '1' : '0',
+      '0',
       update.taskName,
-      nowRfc3339Nano(),
-      stateChannel(update.taskUUID),
+      '',
+      // Waiters only return on a completed state, so only those are announced.
+      update.state === TaskStates.SUCCESS || update.state === TaskStates.FAILURE ? stateChannel(update.taskUUID) : '',
       update.state,
     );
   }

@@ -104,16 +104,18 @@ describe('RedisBackend states', () => {
     expect(await backend.getState(uuid)).toBeNull();
   });
 
-  it('publishes each write on the state channel', async () => {
+  it('announces completed states (only those) on the state channel', async () => {
     const uuid = id('task');
     const sub = raw.duplicate();
     const got: string[] = [];
     sub.on('message', (_c: string, m: string) => got.push(m));
     await sub.subscribe(stateChannel(uuid));
     await backend.setState({ taskUUID: uuid, taskName: 'x', state: 'PENDING' });
+    await backend.setState({ taskUUID: uuid, taskName: 'x', state: 'STARTED' });
     await backend.setState({ taskUUID: uuid, taskName: 'x', state: 'SUCCESS', results: [] });
+    await backend.setState({ taskUUID: uuid, taskName: 'x', state: 'FAILURE', error: 'e' });
     await new Promise((r) => setTimeout(r, 50));
-    expect(got).toEqual(['PENDING', 'SUCCESS']);
+    expect(got).toEqual(['SUCCESS', 'FAILURE']);
     await sub.quit();
   });
 });

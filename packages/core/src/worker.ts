@@ -10,7 +10,7 @@ import {
 } from './errors.js';
 import { decodeSignature, sniffTaskUUID } from './message/codec.js';
 import { argsFromWire, resultsToWire } from './message/reflect.js';
-import { type Arg, type Signature, type TaskResult, TaskStates, copySignature } from './message/signature.js';
+import { type Arg, type Signature, type TaskResult, type TaskStateName, TaskStates, copySignature } from './message/signature.js';
 import { formatRfc3339Nano, parseRfc3339 } from './message/time.js';
 import type { Server } from './server.js';
 import { MultipleResults, type RegisteredTask } from './task.js';
@@ -34,6 +34,12 @@ export interface WorkerOptions {
   readonly maxPayloadBytes?: number;
   /** Times an unknown task is handed back (with growing delays) before it is dead-lettered. @default 5 */
   readonly unknownTaskRequeues?: number;
+  /**
+   * Which in-progress states are written before a task runs: Go's RECEIVED and STARTED
+   * (`all`), STARTED only, or none (PENDING, then the outcome). Each is a backend write
+   * per task. @default 'all'
+   */
+  readonly progressStates?: 'all' | 'started' | 'none';
   /** Install SIGINT/SIGTERM handlers in `launch()`. @default true */
   readonly handleSignals?: boolean;
   readonly onPreTask?: (signature: Signature) => void | Promise<void>;
@@ -80,6 +86,7 @@ export class Worker {
       maxRetryLaterMs: 86_400_000,
       maxPayloadBytes: 1_048_576,
       unknownTaskRequeues: 5,
+      progressStates: 'all',
       handleSignals: true,
       ...options,
     };
@@ -104,22 +111,41 @@ export class Worker {
    * started and waits for running tasks; a second one hands back and resolves at once.
    */
   async launch(): Promise<void> {
-    await this.start();
-    if (!this.#opts.handleSignals) return this.#stopped ?? new Promise(() => undefined);
+    if (!this.#opts.handleSignals) {
+      await this.start();
+      return this.#stopped ?? new Promise(() => undefined);
+    }
+    // Handlers go in before consuming starts: a task may begin (and a signal arrive)
+    // before `start()` resolves, and an unhandled SIGINT would kill the process mid-task.
+    let signals = 0;
+    let onSignal = (): void => {
+      signals += 1;
+    };
+    const listener = (): void => onSignal();
+    process.on('SIGINT', listener);
+    process.on('SIGTERM', listener);
+    try {
+      await this.start();
+    } catch (err) {
+      process.off('SIGINT', listener);
+      process.off('SIGTERM', listener);
+      throw err;
+    }
     return new Promise<void>((resolve) => {
-      let signals = 0;
-      const onSignal = (): void => {
+      const done = (): void => {
+        process.off('SIGINT', listener);
+        process.off('SIGTERM', listener);
+        resolve();
+      };
+      onSignal = (): void => {
         signals += 1;
         if (signals === 1) void this.stop().then(done);
         else void this.stop({ abandonRunning: true }).then(done);
       };
-      const done = (): void => {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        resolve();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
+      // Signals that came while starting count now, in order.
+      const early = signals;
+      signals = 0;
+      for (let i = 0; i < early; i++) onSignal();
     });
   }
 
@@ -192,53 +218,102 @@ export class Worker {
     const eta = sig.ETA ? parseRfc3339(sig.ETA) : null;
     if (eta !== null && eta - Date.now() > 50) return { kind: 'retry-later', delayMs: eta - Date.now() };
 
-    const backend = this.#server.backend;
-    await backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.RECEIVED });
+    const progress = this.#recordProgress(sig);
     let args: unknown[];
     try {
       args = argsFromWire(sig.Args);
     } catch (err) {
+      await progress.written;
       await this.#taskFailed(sig, err as Error);
       return { kind: 'ack' };
     }
-    await backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.STARTED });
     await this.#opts.onPreTask?.(sig);
     try {
-      return await this.#run(task, sig, args, delivery);
+      return await this.#run(task, sig, args, delivery, progress);
     } finally {
       await this.#opts.onPostTask?.(sig);
     }
   }
 
-  async #run(task: RegisteredTask, sig: Signature, args: unknown[], delivery: Delivery): Promise<Outcome> {
+  /**
+   * Issues the RECEIVED / STARTED writes without holding the task back for them: they
+   * only inform, and waiting a round trip for each was most of a short task's latency.
+   * A failed write is reported, never fatal — the outcome write that follows is what counts.
+   * `ordered` says the outcome may be issued before they are confirmed: the backend
+   * applies writes in the order they were issued, so a late STARTED cannot land after SUCCESS.
+   */
+  #recordProgress(sig: Signature): { written: Promise<void>; ordered: boolean } {
+    const backend = this.#server.backend;
+    const ordered = backend.capabilities.orderedWrites === true;
+    const states =
+      this.#opts.progressStates === 'all'
+        ? [TaskStates.RECEIVED, TaskStates.STARTED]
+        : this.#opts.progressStates === 'started'
+          ? [TaskStates.STARTED]
+          : [];
+    const write = (state: TaskStateName): Promise<void> => backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state });
+    let written: Promise<void>;
+    if (states.length === 0) written = Promise.resolve();
+    else if (ordered) written = Promise.all(states.map(write)).then(() => undefined);
+    else written = states.reduce<Promise<void>>((prev, state) => prev.then(() => write(state)), Promise.resolve());
+    return { written: written.catch((err: unknown) => this.#reportError(err as Error, sig)), ordered };
+  }
+
+  async #run(
+    task: RegisteredTask,
+    sig: Signature,
+    args: unknown[],
+    delivery: Delivery,
+    progress: { written: Promise<void>; ordered: boolean },
+  ): Promise<Outcome> {
     const timeoutMs = this.#opts.taskTimeoutMs;
-    const controller = new AbortController();
-    const timer = timeoutMs > 0 ? setTimeout(() => controller.abort(new TaskTimeoutError(timeoutMs)), timeoutMs) : undefined;
+    let controller: AbortController | undefined;
+    // Most handlers never look at the signal; an AbortController per task is measurable.
+    const signal = (): AbortSignal => (controller ??= new AbortController()).signal;
+    const abort = (): void => {
+      signal();
+      controller?.abort(new TaskTimeoutError(timeoutMs));
+    };
+    const timer = timeoutMs > 0 ? setTimeout(abort, timeoutMs) : undefined;
     const lease = this.#keepLeased(delivery);
+    const ctx = {
+      signature: sig,
+      attempt: delivery.deliveryCount,
+      get signal(): AbortSignal {
+        return signal();
+      },
+    };
     let value: unknown;
+    let failure: { err: unknown } | undefined;
     try {
-      const running = Promise.resolve().then(() => task.handler(args, { signature: sig, signal: controller.signal, attempt: delivery.deliveryCount }));
+      const running = Promise.resolve().then(() => task.handler(args, ctx));
       value = timer
         ? await Promise.race([
             running,
-            new Promise((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason as Error), { once: true })),
+            new Promise((_, reject) => signal().addEventListener('abort', () => reject(signal().reason as Error), { once: true })),
           ])
         : await running;
     } catch (err) {
-      return this.#onTaskError(sig, err);
+      failure = { err };
     } finally {
       if (timer) clearTimeout(timer);
       lease?.stop();
     }
-    let results: TaskResult[];
-    try {
-      const values = value instanceof MultipleResults ? value.values : value === undefined ? [] : [value];
-      results = resultsToWire(values, task.resultTypes);
-    } catch (err) {
-      return this.#onTaskError(sig, new UnrecoverableError(`task ${sig.Name} returned a bad result: ${(err as Error).message}`));
+    if (!progress.ordered) await progress.written;
+    let outcome: Promise<Outcome>;
+    if (failure) outcome = this.#onTaskError(sig, failure.err);
+    else {
+      let results: TaskResult[] | undefined;
+      try {
+        const values = value instanceof MultipleResults ? value.values : value === undefined ? [] : [value];
+        results = resultsToWire(values, task.resultTypes);
+      } catch (err) {
+        outcome = this.#onTaskError(sig, new UnrecoverableError(`task ${sig.Name} returned a bad result: ${(err as Error).message}`));
+      }
+      outcome ??= this.#taskSucceeded(sig, results as TaskResult[]).then((): Outcome => ({ kind: 'ack' }));
     }
-    await this.#taskSucceeded(sig, results);
-    return { kind: 'ack' };
+    const [result] = await Promise.all([outcome, progress.written]);
+    return result;
   }
 
   /** Extends the delivery at half the broker's redelivery timeout while a task runs. */

@@ -237,3 +237,65 @@ describe('Worker', () => {
     expect(aborted).toBe(true);
   });
 });
+
+describe('Worker progress writes', () => {
+  /** Wraps the memory backend: RECEIVED/STARTED writes are slow (or fail) and every landed write is logged. */
+  function slowProgress(server: Server, opts: { ordered: boolean; delayMs?: number; failStarted?: boolean }) {
+    const backend = server.backend;
+    const landed: string[] = [];
+    const setState = backend.setState.bind(backend);
+    Object.defineProperty(backend, 'capabilities', { value: { ...backend.capabilities, orderedWrites: opts.ordered } });
+    backend.setState = async (u) => {
+      if (u.state === 'RECEIVED' || u.state === 'STARTED') {
+        if (opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
+        if (opts.failStarted && u.state === 'STARTED') throw new Error('backend down for STARTED');
+      }
+      await setState(u);
+      landed.push(u.state);
+    };
+    return landed;
+  }
+
+  it('on a backend without ordered writes, the outcome waits for STARTED, so a late STARTED never overwrites SUCCESS', async () => {
+    const { server, worker } = await setup();
+    const landed = slowProgress(server, { ordered: false, delayMs: 80 });
+    let ranAt = 0;
+    const t0 = Date.now();
+    server.registerTask('quick', () => {
+      ranAt = Date.now() - t0;
+      return 1;
+    });
+    await worker.start();
+    const r = await server.sendTask({ Name: 'quick' });
+    expect(await r.get({ timeoutMs: 2000 })).toEqual([1n]);
+    expect(landed).toEqual(['PENDING', 'RECEIVED', 'STARTED', 'SUCCESS']);
+    expect((await r.state())?.State).toBe('SUCCESS');
+    // The task itself did not wait for the two slow progress writes.
+    expect(ranAt).toBeLessThan(80);
+  });
+
+  it('a failed STARTED write is reported but the task still runs and records SUCCESS', async () => {
+    const { server, worker, errors } = await setup();
+    slowProgress(server, { ordered: true, failStarted: true });
+    server.registerTask('quick', () => 7);
+    await worker.start();
+    const r = await server.sendTask({ Name: 'quick' });
+    expect(await r.get({ timeoutMs: 2000 })).toEqual([7n]);
+    expect(errors).toContain('backend down for STARTED');
+  });
+
+  it.each([
+    ['all', ['PENDING', 'RECEIVED', 'STARTED', 'SUCCESS']],
+    ['started', ['PENDING', 'STARTED', 'SUCCESS']],
+    ['none', ['PENDING', 'SUCCESS']],
+  ] as const)('progressStates %s writes %j', async (progressStates, expected) => {
+    const { server, worker } = await setup({ progressStates });
+    const landed = slowProgress(server, { ordered: true });
+    server.registerTask('quick', () => 1);
+    await worker.start();
+    const r = await server.sendTask({ Name: 'quick' });
+    await r.get({ timeoutMs: 2000 });
+    await worker.stop();
+    expect(landed).toEqual(expected);
+  });
+});

@@ -79,6 +79,13 @@ export interface BackendCapabilities {
   readonly waitForState: boolean;
   /** States can vanish before they expire (cache eviction). */
   readonly mayEvict: boolean;
+  /**
+   * Writes are applied in the order they were issued, even when the caller does not wait
+   * for one before issuing the next (one ordered connection, or a synchronous store). The
+   * worker then sends a task's outcome without waiting for its STARTED write to be
+   * confirmed. Absent means no: the worker waits.
+   */
+  readonly orderedWrites?: boolean;
 }
 
 export interface StateUpdate {

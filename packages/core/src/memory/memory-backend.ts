@@ -62,7 +62,7 @@ export class MemoryStore {
 }
 
 export class MemoryBackend implements Backend {
-  readonly capabilities: BackendCapabilities = { waitForState: true, mayEvict: false };
+  readonly capabilities: BackendCapabilities = { waitForState: true, mayEvict: false, orderedWrites: true };
   readonly store: MemoryStore;
   readonly #ttl: number;
 
