@@ -10,6 +10,7 @@ import {
   type TaskState,
   type WaitOptions,
   ClosedError,
+  MachineryError,
   TaskStates,
   decodeGroupMeta,
   decodeTaskState,
@@ -91,6 +92,8 @@ const MAX_SCAN = 256;
  */
 const EMPTY_RETRY_MS = [4, 8, 16, 32, 64, 128, 128] as const;
 const MEMO_GROUPS = 1000;
+/** Member states read at once by a chord step, which stops at the first batch with an incomplete one. */
+const READ_BATCH = 16;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 /** amqplib rejects a get with the server's close frame, and other RPCs with an Error carrying `code`. */
@@ -140,6 +143,10 @@ export class AmqpBackend implements Backend {
     this.#exchange = options.exchange ?? 'machinery_exchange';
     this.#exchangeType = options.exchangeType ?? 'direct';
     this.#expireIn = options.resultsExpireIn || 3600;
+    if (!Number.isInteger(this.#expireIn) || this.#expireIn < 0 || this.#expireIn * 1000 > 0x7fffffff) {
+      // Go converts the milliseconds with int32(): a larger value wraps and RabbitMQ refuses it.
+      throw new MachineryError('CONFIG', `resultsExpireIn must be a whole number of seconds up to 2147483 (Go sends int32 milliseconds), got ${options.resultsExpireIn}`);
+    }
     this.#opTimeoutMs = options.operationTimeoutMs ?? 30_000;
     this.#lockTimeoutMs = options.groupLockTimeoutMs ?? 30_000;
     this.#pollMs = options.waitPollMs ?? 500;
@@ -196,8 +203,11 @@ export class AmqpBackend implements Backend {
         return conn;
       } catch (err) {
         if (err instanceof ClosedError) throw err;
-        this.#report(new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`));
         await model?.close().catch(() => {});
+        const e = new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`, { cause: err });
+        // The exchange exists with another type or flags: retrying cannot help.
+        if ((err as { code?: unknown }).code === 406) throw new MachineryError('CONFIG', `${e.message} (exchange "${this.#exchange}" as ${this.#exchangeType})`, { cause: err });
+        this.#report(e);
       }
     }
   }
@@ -462,6 +472,12 @@ export class AmqpBackend implements Backend {
     return new Promise<Message | false>((resolve, reject) => {
       let tag: string | undefined;
       let settled = false;
+      ch.once('close', () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(new Error(`AMQP group ${groupUUID}: channel closed while waiting for its document`));
+      });
       const timer = setTimeout(() => {
         settled = true;
         if (tag) void ch.cancel(tag).catch(() => {});
@@ -535,8 +551,9 @@ export class AmqpBackend implements Backend {
     return this.#withGroup(groupUUID, async (meta): Promise<ChordTriggerResult> => {
       if (!meta) return { fired: false, reason: 'no-group' };
       if (await this.#isTriggered(groupUUID)) return { fired: false, reason: 'already-triggered' };
+      if (mode.when === 'complete' && meta.TaskUUIDs.length < mode.count) return { fired: false, reason: 'incomplete' };
       const states = await this.#memberStates(groupUUID, meta.TaskUUIDs, mode.when === 'complete');
-      if (mode.when === 'complete' && (!states || meta.TaskUUIDs.length < mode.count)) return { fired: false, reason: 'incomplete' };
+      if (mode.when === 'complete' && !states) return { fired: false, reason: 'incomplete' };
       const all = states ?? (await this.#memberStates(groupUUID, meta.TaskUUIDs, false));
       if (!all) return { fired: false, reason: 'incomplete' };
       if (!(await this.#claim(groupUUID))) return { fired: false, reason: 'already-triggered' };
@@ -560,14 +577,18 @@ export class AmqpBackend implements Backend {
       }
     }
     const out: (TaskState | null)[] = [];
-    for (const id of ids) {
-      let s = seen.get(id) ?? null;
-      if (!s) {
-        s = await this.getState(id);
-        if (isCompleted(s) && s) seen.set(id, s);
-        else if (stopAtIncomplete) return null;
-      }
-      out.push(s);
+    for (let i = 0; i < ids.length; i += READ_BATCH) {
+      const batch = await Promise.all(
+        ids.slice(i, i + READ_BATCH).map(async (id) => {
+          const known = seen.get(id);
+          if (known) return known;
+          const s = await this.getState(id);
+          if (s && isCompleted(s)) seen.set(id, s);
+          return s;
+        }),
+      );
+      if (stopAtIncomplete && !batch.every(isCompleted)) return null;
+      out.push(...batch);
     }
     return out;
   }
