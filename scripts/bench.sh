@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (bench/) against the project's servers: installs the
-# workspace, starts the servers (scripts/services.sh), passes arguments on.
+# workspace, starts the servers (scripts/services.sh), passes arguments on:
+#   (none)            full run, Redis and RabbitMQ cases → BENCHMARKS.md + bench/results/latest.json
+#   --quick           short run (< 2 min) → bench/results/quick.{md,json}
+#   --n N --rounds R --latency L --systems machinery,bullmq,bee,raw,machinery-amqp,amqplib
+#                     narrower runs → bench/results/partial.{md,json}
+#   --soak [--soak-n 1000000]   adds the worker-memory soak (minutes); --soak-only runs just that
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PWD/.tmp/bin:$PATH"   # pnpm shim, if setup.sh needed one

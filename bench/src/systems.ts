@@ -42,6 +42,9 @@ export interface System {
 
 const CHUNK = 1000;
 
+/** How long one send → result may take; main.ts shortens it for --quick, where a lost bee-queue event costs it whole. */
+export const limits = { roundTripMs: 30_000 };
+
 /** bee-queue latency samples whose `succeeded` event never arrived (see bee().roundTrip). */
 export let beeLostEvents = 0;
 
@@ -80,7 +83,7 @@ export function machineryProducer(broker: Broker, queue: string): Producer {
     },
     async roundTrip() {
       const r = await server.sendTask(sig(1));
-      await r.get({ timeoutMs: 30_000 });
+      await r.get({ timeoutMs: limits.roundTripMs });
     },
     async close() {
       await server.close();
@@ -114,7 +117,7 @@ async function bullmq(): Promise<Producer> {
     },
     async roundTrip() {
       const job = await queue.add('add', { a: 1, b: 1 });
-      await job.waitUntilFinished(events, 30_000);
+      await job.waitUntilFinished(events, limits.roundTripMs);
     },
     async close() {
       await events.close();
@@ -147,7 +150,7 @@ async function bee(): Promise<Producer> {
       const job = queue.createJob({ a: 1, b: 1 });
       let timer: NodeJS.Timeout | undefined;
       const finished = new Promise<boolean>((resolve, reject) => {
-        timer = setTimeout(() => resolve(false), 30_000);
+        timer = setTimeout(() => resolve(false), limits.roundTripMs);
         job.on('succeeded', () => resolve(true));
         job.on('failed', (e) => reject(e));
       });
@@ -158,9 +161,9 @@ async function bee(): Promise<Producer> {
         clearTimeout(timer);
       }
       // bee-queue registers the job for its events only after save() resolves: a worker that
-      // finishes first publishes an event nobody waits for. Count it; the sample keeps the 30 s wait.
+      // finishes first publishes an event nobody waits for. Count it; the sample keeps the whole wait.
       const stored = await queue.getJob(job.id);
-      if (stored?.status !== 'succeeded') throw new Error(`bee-queue: job ${job.id} not done after 30 s`);
+      if (stored?.status !== 'succeeded') throw new Error(`bee-queue: job ${job.id} not done after ${limits.roundTripMs / 1000} s`);
       beeLostEvents += 1;
       process.stderr.write(`bee-queue: succeeded event of job ${job.id} lost (worker finished before save() returned)\n`);
     },
