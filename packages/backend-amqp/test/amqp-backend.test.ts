@@ -134,6 +134,16 @@ describe('Go wire compatibility', () => {
       return m ? m.content.toString('utf8') : null;
     });
     expect(body).toContain('"State":"SUCCESS"');
+    // Our declare after Go's: no 406, and the merge keeps Go's PENDING name only if still there.
+    await b.setState({ taskUUID: uuid, taskName: '', state: TaskStates.FAILURE, error: 'again' });
+    expect(await b.getState(uuid)).toMatchObject({ State: 'FAILURE', Error: 'again' });
+  });
+
+  it('refuses at once, with a config error, an exchange declared with another type', async () => {
+    const b = new AmqpBackend({ url, exchange, exchangeType: 'topic', operationTimeoutMs: 10_000 });
+    opened.push(b);
+    await onChannel((ch) => ch.assertExchange(exchange, 'direct', { durable: true, autoDelete: false }));
+    await expect(b.setState({ taskUUID: taskId(), taskName: 'x', state: TaskStates.PENDING })).rejects.toMatchObject({ code: 'CONFIG' });
   });
 
   it('marks a fired chord the way Go checks it: the <group>_chord_triggered queue exists', async () => {
