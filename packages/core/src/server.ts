@@ -101,7 +101,10 @@ export class Server {
   }
 
   /** Sends every group task, at most `concurrency` publishes at once (0 = all at once). */
-  async sendGroup(g: Group, options: { concurrency?: number } = {}): Promise<AsyncResult[]> {
+  async sendGroup<V extends unknown[][] = unknown[][]>(
+    g: Group<unknown, V>,
+    options: { concurrency?: number } = {},
+  ): Promise<{ -readonly [K in keyof V]: AsyncResult<V[K]> }> {
     await this.backend.initGroup(g.groupUUID, g.tasks.map((t) => t.UUID));
     const limit = options.concurrency && options.concurrency > 0 ? options.concurrency : g.tasks.length;
     const results: AsyncResult[] = new Array(g.tasks.length);
@@ -113,7 +116,7 @@ export class Server {
       }
     });
     await Promise.all(runners);
-    return results;
+    return results as { -readonly [K in keyof V]: AsyncResult<V[K]> };
   }
 
   /** `R` comes from a typed chord's callback; an untyped chord may still name it. */

@@ -6,13 +6,14 @@ declare const workflowTypes: unique symbol;
 
 /**
  * Go's `NewGroup`: ids filled in, every member told its group and the group's size.
- * `R` is, for the compiler only, the Go types of all members' results in group order —
- * what a chord callback receives — or `unknown` when some member is untyped.
+ * For the compiler only, `R` is the Go types of all members' results in group order —
+ * what a chord callback receives — or `unknown` when some member is untyped, and `V` is
+ * each member's result values, which `sendGroup` types its async results by.
  */
-export interface Group<R = unknown> {
+export interface Group<R = unknown, V extends unknown[][] = unknown[][]> {
   readonly groupUUID: string;
   readonly tasks: Signature[];
-  readonly [workflowTypes]?: R;
+  readonly [workflowTypes]?: { readonly results: R; readonly members: V };
 }
 
 /** `R`: the callback's result values, as `ChordAsyncResult.get()` resolves them. */
@@ -77,6 +78,7 @@ type CheckChain<L extends readonly Signature[], Arriving extends readonly GoType
 type CheckComplete<M extends readonly Signature[]> = { [K in keyof M]: Expect<M[K], []> };
 
 type ResultValues<S> = SignatureTypes<S> extends { readonly results: infer R extends readonly GoType[] } ? GoValues<R> : unknown[];
+type MemberValues<M extends readonly Signature[]> = { -readonly [K in keyof M]: ResultValues<M[K]> };
 type LastResults<L extends readonly Signature[]> = L extends readonly [...Signature[], infer Last] ? ResultValues<Last> : unknown[];
 
 /** Every member's results in group order; `unknown` as soon as one member is untyped. */
@@ -103,7 +105,7 @@ type CallbackGets<G, C> = SignatureTypes<C> extends undefined
   ? undefined
   : C extends { readonly Immutable: true }
     ? []
-    : G extends Group<infer R>
+    : G extends Group<infer R, unknown[][]>
       ? R extends readonly GoType[]
         ? C extends { readonly Immutable: false }
           ? R
@@ -117,7 +119,9 @@ type CallbackGets<G, C> = SignatureTypes<C> extends undefined
  * Go's `NewGroup`. Members must be complete (a member gets no results appended); typed
  * members give the group its result types, which `chord` checks the callback against.
  */
-export function group<const M extends readonly Signature[]>(...signatures: M & CheckComplete<M>): Group<GroupResults<M>>;
+export function group<const M extends readonly Signature[]>(
+  ...signatures: M & CheckComplete<M>
+): Group<GroupResults<M>, MemberValues<M>>;
 export function group(...signatures: readonly Signature[]): Group {
   const groupUUID = newGroupUUID();
   const tasks = signatures.map((s) => {

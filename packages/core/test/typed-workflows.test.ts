@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
 import {
+  type AsyncResult,
   type Chain,
   type Chord,
   type Group,
@@ -118,10 +119,12 @@ describe('typed chains', () => {
 
 describe('typed chords', () => {
   it('type a group by its members\' results in group order', () => {
-    expectTypeOf(group(call(add, 1n, 1n), call(split, 'x'))).toEqualTypeOf<Group<['int64', 'string', 'int32']>>();
+    expectTypeOf(group(call(add, 1n, 1n), call(split, 'x'))).toEqualTypeOf<Group<['int64', 'string', 'int32'], [[bigint], [string, number]]>>();
     const members = [call(add, 1n, 1n), call(add, 2n, 2n)];
-    expectTypeOf(group(...members)).toEqualTypeOf<Group<'int64'[]>>();
-    expectTypeOf(group(newSignature({ Name: 'x' }), call(add, 1n, 1n))).toEqualTypeOf<Group<unknown>>();
+    expectTypeOf(group(...members)).toEqualTypeOf<Group<'int64'[], [bigint][]>>();
+    expectTypeOf(group(newSignature({ Name: 'x' }), call(add, 1n, 1n))).toEqualTypeOf<Group<unknown, [unknown[], [bigint]]>>();
+    const plain: Signature[] = [newSignature({ Name: 'x' })];
+    expectTypeOf(group(...plain)).toEqualTypeOf<Group<unknown, unknown[][]>>();
     // @ts-expect-error a group member gets nothing appended, so it must be complete
     group(call(add, 1n, 1n), partial(add, 1n));
   });
@@ -175,6 +178,20 @@ describe('typed workflows end to end', () => {
     const pair = await (await server.sendChain(chain(immutable(call(add, 1n, 1n)), immutable(call(add, 5n, 5n)), call(split, 'ab')))).get({ timeoutMs: 3000 });
     expectTypeOf(pair).toEqualTypeOf<[string, number]>();
     expect(pair).toEqual(['AB', 2]);
+  });
+
+  it('a typed group gives each member a typed async result', async () => {
+    const server = await start();
+    const [sum, parts] = await server.sendGroup(group(call(add, 1n, 2n), call(split, 'hey')));
+    const values = [await sum.get({ timeoutMs: 3000 }), await parts.get({ timeoutMs: 3000 })] as const;
+    expectTypeOf(values).toEqualTypeOf<readonly [[bigint], [string, number]]>();
+    expect(values).toEqual([[3n], ['HEY', 3]]);
+    const untyped = await server.sendGroup(group(newSignature({ Name: 'add', Args: [arg('int64', 1n), arg('int64', 1n)] })));
+    expectTypeOf(untyped).toEqualTypeOf<[AsyncResult<unknown[]>]>();
+    const plain: Signature[] = [];
+    const sendPlain = () => server.sendGroup(group(...plain));
+    expectTypeOf(sendPlain).returns.resolves.toEqualTypeOf<AsyncResult<unknown[]>[]>();
+    expect(await untyped[0]?.get({ timeoutMs: 3000 })).toEqual([2n]);
   });
 
   it('a typed chord resolves with the callback\'s typed result, members in group order', async () => {
