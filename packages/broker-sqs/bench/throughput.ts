@@ -2,6 +2,7 @@
 // Usage: pnpm --filter @machinery-ts/broker-sqs bench [-- --tasks 5000 --concurrency 50]
 // The result backend is the in-memory one, so the numbers are the broker's alone.
 import { randomUUID } from 'node:crypto';
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { DeleteQueueCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { MemoryBackend, Server, newSignature, newTaskUUID } from '@machinery-ts/core';
@@ -115,7 +116,9 @@ try {
 }
 
 const fmt = (n: number, d = 2): string => n.toFixed(d);
-console.log(`\nfauxqs at ${endpoint}, Node ${process.version}, delete batch window ${deleteWindow ?? 'default'} ms\n`);
+// tasks/s depends on the machine (fauxqs runs on the same cores); calls per task do not.
+const load = loadavg().map((l) => l.toFixed(1)).join(' ');
+console.log(`\nfauxqs at ${endpoint}, Node ${process.version}, ${cpus().length} cores, load ${load}, delete batch window ${deleteWindow ?? 'default'} ms\n`);
 console.log('| phase | seconds | tasks/s | SQS calls per task |');
 console.log('|---|---:|---:|---|');
 for (const r of rows) {
