@@ -100,10 +100,11 @@ export function lockContract(name: string, options: LockContractOptions): void {
         expect(await b.acquireUntil(k, 2n ** 62n, 2n ** 62n)).toBe(false);
       });
 
-      it('rejects an untilNs before nowNs', async () => {
+      it('rejects an untilNs before nowNs, and a nowNs not after the epoch', async () => {
         const a = await makeUntil();
         const now = nowNs();
         await expect(a.acquireUntil(key(), now - 1n, now)).rejects.toBeInstanceOf(RangeError);
+        await expect(a.acquireUntil(key(), now, 0n)).rejects.toBeInstanceOf(RangeError);
       });
     });
   });

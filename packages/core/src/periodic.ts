@@ -44,8 +44,9 @@ export interface SchedulerOptions {
   /**
    * The Go binary's basename (`filepath.Base(os.Args[0])`, e.g. `worker` for `./bin/worker`) that
    * Go puts in its lock keys. Required in `go` mode and rejected in `fire-time` mode: a name
-   * guessed from this process (`node`, a script's name) would silently miss Go's key and fire
-   * every tick twice. Go processes started as different binaries never share a key either.
+   * guessed from this process (`node`, a script's name) would silently miss Go's key, and Go and
+   * this scheduler would each fire every tick. Go binaries with different names never share a
+   * key either.
    */
   readonly goBinaryName?: string;
   /**

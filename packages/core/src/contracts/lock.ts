@@ -62,7 +62,8 @@ export interface Lock {
    * with the caller's, so it is only as good as the agreement of the two clocks.
    *
    * @throws RangeError when `untilNs < nowNs`: that lock would be over before it is taken
-   *   (Go's `SET … PX` with a negative time fails the same way).
+   *   (Go's `SET … PX` with a negative time fails the same way); and when `nowNs` is not after
+   *   the Unix epoch.
    */
   acquireUntil?(key: string, untilNs: bigint, nowNs?: bigint): Promise<boolean>;
 

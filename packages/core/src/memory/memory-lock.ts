@@ -35,6 +35,7 @@ export class MemoryLock implements Lock {
     const now = Date.now();
     const at = nowNs ?? BigInt(now) * NS_PER_MS;
     if (untilNs < at) throw new RangeError(`acquireUntil: untilNs (${untilNs}) is before nowNs (${at})`);
+    if (at <= 0n) throw new RangeError(`acquireUntil: nowNs must be positive, found ${at}`);
     const held = this.#leases.get(key);
     if (held && held.expiresAt > now) {
       const stored = parseGoInt(held.token);
