@@ -7,7 +7,7 @@ import { AMQP_SYSTEMS, amqpQueueName, rabbitCpuUs } from './amqp.js';
 import { type WorkerProcess, startWorker } from './child.js';
 import { AMQP_URL, BENCH_DB, QUEUE, type WorkerStats, benchUrl } from './common.js';
 import { type SoakResult, runSoak, soakMarkdown } from './soak.js';
-import { SYSTEMS, type System, beeLostEvents, limits } from './systems.js';
+import { type Producer, SYSTEMS, type System, beeLostEvents, limits } from './systems.js';
 
 const PKG = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ROOT = join(PKG, '..');
@@ -128,6 +128,10 @@ function recordFailure(sys: System, key: string, why: string): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+/** A server lost mid-run (RabbitMQ gets restarted by tests) fails that run, not the whole bench. */
+async function closeQuietly(p: Producer | undefined): Promise<void> {
+  await p?.close().catch((e: unknown) => console.error(`  close: ${String(e)}`));
+}
 const runOf = (sys: System) => ({ queue: sys.group === 'amqp' ? amqpQueueName() : QUEUE });
 
 async function runSystem(sys: System): Promise<void> {
@@ -148,7 +152,7 @@ async function runSystem(sys: System): Promise<void> {
     } catch (e) {
       recordFailure(sys, key, `error: ${String(e)}`);
     } finally {
-      await p?.close();
+      await closeQuietly(p);
     }
   }
   // 2. End to end against a worker process; 3. latency on the concurrency-10 worker.
@@ -190,7 +194,7 @@ async function runSystem(sys: System): Promise<void> {
       recordFailure(sys, key, `error: ${String(e)}`);
     } finally {
       await worker?.stop();
-      await p?.close();
+      await closeQuietly(p);
     }
   }
 }
@@ -214,7 +218,7 @@ async function latency(sys: System): Promise<void> {
   } catch (e) {
     for (const q of ['p50', 'p99', 'max']) record(sys, q, `error: ${String(e)}`);
   } finally {
-    await lp.close();
+    await closeQuietly(lp);
   }
 }
 
