@@ -42,19 +42,17 @@ export function stateChannel(taskUUID: string): string {
   return `machinery-ts:state:${taskUUID}`;
 }
 
+/** ARGV of SET_STATE_LUA after the key: head, middle, tail, ttl, pending flag, name, now, channel, state. */
+type SetStateArgs = [string, string, string, number, string, string, string, string, string];
+
+interface ScriptedPipeline {
+  set(key: string, value: string, ex: 'EX', seconds: number): ScriptedPipeline;
+  mtsSetState(key: string, ...args: SetStateArgs): ScriptedPipeline;
+  exec(): Promise<[Error | null, unknown][] | null>;
+}
+
 interface ScriptedRedis {
-  mtsSetState(
-    key: string,
-    head: string,
-    middle: string,
-    tail: string,
-    ttl: number,
-    pending: string,
-    name: string,
-    now: string,
-    channel: string,
-    state: string,
-  ): Promise<number>;
+  mtsSetState(key: string, ...args: SetStateArgs): Promise<number>;
   mtsTriggerChord(key: string, when: string, count: number, ttl: number, mutex: string): Promise<(string | null)[]>;
   mtsResetChord(key: string, ttl: number): Promise<number>;
 }
@@ -107,11 +105,28 @@ export class RedisBackend implements Backend {
   }
 
   async setState(update: StateUpdate): Promise<void> {
-    // PENDING starts a document afresh (Go overwrites too), so it needs no read and no script.
-    if (update.state === TaskStates.PENDING) {
-      await this.#client.set(update.taskUUID, encodeTaskState(mergeTaskState(update, null)), 'EX', this.#ttl);
-      return;
+    const write = this.#write(update);
+    if (write.kind === 'set') await this.#client.set(update.taskUUID, write.text, 'EX', this.#ttl);
+    else await this.#scripted.mtsSetState(update.taskUUID, ...write.args);
+  }
+
+  /** One pipeline for all: a bulk send's PENDING states cost one round trip. */
+  async setStates(updates: readonly StateUpdate[]): Promise<void> {
+    if (updates.length === 0) return;
+    const pipe = this.#client.pipeline() as unknown as ScriptedPipeline;
+    for (const update of updates) {
+      const write = this.#write(update);
+      if (write.kind === 'set') pipe.set(update.taskUUID, write.text, 'EX', this.#ttl);
+      else pipe.mtsSetState(update.taskUUID, ...write.args);
     }
+    const replies = (await pipe.exec()) ?? [];
+    const failed = replies.find(([err]) => err);
+    if (failed?.[0]) throw failed[0];
+  }
+
+  #write(update: StateUpdate): { kind: 'set'; text: string } | { kind: 'script'; args: SetStateArgs } {
+    // PENDING starts a document afresh (Go overwrites too), so it needs no read and no script.
+    if (update.state === TaskStates.PENDING) return { kind: 'set', text: encodeTaskState(mergeTaskState(update, null)) };
     const head = `${stringifyExactJson({ TaskUUID: update.taskUUID }).slice(0, -1)},"TaskName":`;
     const rest = stringifyExactJson({
       State: update.state,
@@ -119,19 +134,12 @@ export class RedisBackend implements Backend {
       Error: update.state === TaskStates.FAILURE ? (update.error ?? '') : '',
     });
     const middle = `,${rest.slice(1, -1)},"CreatedAt":`;
-    await this.#scripted.mtsSetState(
-      update.taskUUID,
-      head,
-      middle,
-      ',"TTL":0}',
-      this.#ttl,
-      '0',
-      update.taskName,
-      '',
+    const completed = update.state === TaskStates.SUCCESS || update.state === TaskStates.FAILURE;
+    return {
+      kind: 'script',
       // Waiters only return on a completed state, so only those are announced.
-      update.state === TaskStates.SUCCESS || update.state === TaskStates.FAILURE ? stateChannel(update.taskUUID) : '',
-      update.state,
-    );
+      args: [head, middle, ',"TTL":0}', this.#ttl, '0', update.taskName, '', completed ? stateChannel(update.taskUUID) : '', update.state],
+    };
   }
 
   async getState(taskUUID: string): Promise<TaskState | null> {

@@ -44,6 +44,22 @@ export function backendContract(name: string, options: BackendContractOptions): 
       expect(done?.Error).toBe('');
     });
 
+    it('setStates, where offered, writes each state as setState would', async () => {
+      const b = await make();
+      if (!b.setStates) return; // optional; the worker and server fall back to setState
+      const [first, second, third] = [id(), id(), id()];
+      await b.setState({ taskUUID: first, taskName: 'add', state: TaskStates.PENDING });
+      const created = (await b.getState(first))?.CreatedAt;
+      await b.setStates([
+        { taskUUID: first, taskName: '', state: TaskStates.SUCCESS, results: [{ Type: 'string', Value: 'ok' }] },
+        { taskUUID: second, taskName: 'mul', state: TaskStates.PENDING },
+        { taskUUID: third, taskName: 'div', state: TaskStates.FAILURE, error: 'by zero' },
+      ]);
+      expect(await b.getState(first)).toMatchObject({ TaskName: 'add', State: 'SUCCESS', CreatedAt: created, Results: [{ Type: 'string', Value: 'ok' }] });
+      expect(await b.getState(second)).toMatchObject({ TaskName: 'mul', State: 'PENDING', Results: null });
+      expect(await b.getState(third)).toMatchObject({ State: 'FAILURE', Error: 'by zero' });
+    });
+
     it('stores FAILURE with its error and no results', async () => {
       const b = await make();
       const uuid = id();

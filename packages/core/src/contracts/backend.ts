@@ -36,6 +36,13 @@ export interface Backend {
   /** Writes one state, merging `TaskName`/`CreatedAt` from the stored document. */
   setState(update: StateUpdate): Promise<void>;
 
+  /**
+   * Writes many states in as few round trips as the store allows (a bulk send's PENDING
+   * states). Each write is independent and merged as `setState` merges; on rejection some
+   * may be stored. Optional: without it, callers write one at a time.
+   */
+  setStates?(updates: readonly StateUpdate[]): Promise<void>;
+
   /** The stored state, or `null` when there is none (never written, expired, purged). */
   getState(taskUUID: string): Promise<TaskState | null>;
 

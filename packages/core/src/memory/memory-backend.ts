@@ -77,6 +77,10 @@ export class MemoryBackend implements Backend {
     this.store.set(update.taskUUID, encodeTaskState(state), this.#ttl);
   }
 
+  async setStates(updates: readonly StateUpdate[]): Promise<void> {
+    for (const update of updates) await this.setState(update);
+  }
+
   async getState(taskUUID: string): Promise<TaskState | null> {
     return this.#read(taskUUID);
   }
