@@ -5,7 +5,8 @@
 #   --quick           short run (< 2 min) → bench/results/quick.{md,json}
 #   --n N --rounds R --latency L --systems machinery,bullmq,bee,raw,machinery-amqp,amqplib
 #                     narrower runs → bench/results/partial.{md,json}
-#   --soak [--soak-n 1000000]   adds the worker-memory soak (minutes); --soak-only runs just that
+#   --soak            adds the worker-memory soak, 1M tasks (minutes); --soak-only runs just that,
+#                     --soak-n N shortens it (→ partial)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PWD/.tmp/bin:$PATH"   # pnpm shim, if setup.sh needed one

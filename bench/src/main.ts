@@ -33,7 +33,8 @@ const SOAK_N = Number(option('--soak-n') ?? 1_000_000);
 const ALL = [...SYSTEMS, ...AMQP_SYSTEMS];
 const systems = soakOnly ? [] : only ? ALL.filter((s) => only.includes(s.id)) : ALL;
 // BENCHMARKS.md holds full runs only; anything shorter or narrower goes to bench/results.
-const full = !quick && !only && !soakOnly && !option('--n') && !option('--rounds');
+const narrowed = Boolean(only) || soakOnly || ['--n', '--rounds', '--latency', '--soak-n'].some((o) => option(o) !== undefined);
+const OUTPUT = narrowed ? 'partial' : quick ? 'quick' : 'latest';
 
 const admin = new Redis(benchUrl());
 
@@ -347,12 +348,11 @@ await admin.flushdb();
 admin.disconnect();
 const seconds = (performance.now() - t0) / 1000;
 const md = markdown(started, seconds, soakResult);
-const name = full ? 'latest' : quick ? 'quick' : 'partial';
 mkdirSync(join(PKG, 'results'), { recursive: true });
 writeFileSync(
-  join(PKG, 'results', `${name}.json`),
+  join(PKG, 'results', `${OUTPUT}.json`),
   `${JSON.stringify({ started: started.toISOString(), seconds, argv: process.argv.slice(2), n: N, rounds: ROUNDS, latencySamples: LAT, beeLostEvents, node: process.version, systems: systems.map((s) => ({ id: s.id, label: s.label, group: s.group })), results, soak: soakResult }, null, 2)}\n`,
 );
-writeFileSync(full ? join(ROOT, 'BENCHMARKS.md') : join(PKG, 'results', `${name}.md`), md);
+writeFileSync(OUTPUT === 'latest' ? join(ROOT, 'BENCHMARKS.md') : join(PKG, 'results', `${OUTPUT}.md`), md);
 console.log(md);
 process.exit(0);
