@@ -193,6 +193,7 @@ async function runSystem(sys: System): Promise<void> {
       if (c === 10 && p.roundTrip) await latency(sys);
     } catch (e) {
       recordFailure(sys, key, `error: ${String(e)}`);
+      if (c === 10 && sys.group === 'redis') for (const q of ['p50', 'p99', 'max']) record(sys, q, 'not run: end to end failed');
     } finally {
       await worker?.stop();
       await closeQuietly(p);
@@ -203,8 +204,9 @@ async function runSystem(sys: System): Promise<void> {
 async function latency(sys: System): Promise<void> {
   // A fresh producer: the end-to-end run's flood of completion events can cost a
   // subscriber its connection (Redis' pubsub output-buffer limit), losing later events.
-  const lp = await sys.open(runOf(sys));
+  let lp: Producer | undefined;
   try {
+    lp = await sys.open(runOf(sys));
     for (let i = 0; i < 10; i++) await lp.roundTrip!(); // warm-up
     const times: number[] = [];
     for (let i = 0; i < LAT; i++) {
