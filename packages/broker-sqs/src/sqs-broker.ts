@@ -121,6 +121,7 @@ export class SqsBroker implements Broker {
   readonly #createQueues: boolean;
   readonly #created = new Map<string, Promise<void>>();
   readonly #subscriptions = new Set<SqsSubscription>();
+  readonly #deleters = new Map<string, DeleteBatcher>();
   readonly waitTimeSeconds: number;
   readonly visibilityTimeoutSeconds: number | undefined;
   readonly maxDelaySeconds: number;
@@ -271,6 +272,16 @@ export class SqsBroker implements Broker {
     return sub;
   }
 
+  /**
+   * Deletes a received message, sharing a DeleteMessageBatch with other deletes from the same
+   * queue within `deleteBatchWindowMs`. Resolves when SQS reports this entry deleted.
+   */
+  deleteMessage(queueUrl: string, receiptHandle: string | undefined): Promise<void> {
+    let d = this.#deleters.get(queueUrl);
+    if (!d) this.#deleters.set(queueUrl, (d = new DeleteBatcher(this.client, queueUrl, this.deleteBatchWindowMs)));
+    return d.delete(receiptHandle);
+  }
+
   /** Sends `body` to this broker's dead-letter queue for `queue` (created on demand). */
   async sendToDeadLetter(queue: string, body: string, reason: string, message: Message): Promise<void> {
     const dlq = deadLetterQueueName(queue);
@@ -298,10 +309,9 @@ export class SqsBroker implements Broker {
     if (this.#closed) return;
     this.#closed = true;
     // Like a dead process: unsettled messages come back after their visibility timeout.
-    const subs = [...this.#subscriptions];
-    await Promise.allSettled(subs.map((s) => s.stop()));
-    // Acks already made must reach SQS before the client goes, or their settle never resolves.
-    await Promise.allSettled(subs.map((s) => s.deletes.flushAll()));
+    await Promise.allSettled([...this.#subscriptions].map((s) => s.stop()));
+    // Acks already made (also on subscriptions stopped earlier) must reach SQS before the client goes.
+    await Promise.allSettled([...this.#deleters.values()].map((d) => d.flushAll()));
     if (this.#ownsClient) this.client.destroy();
   }
 }
@@ -326,7 +336,7 @@ class DeleteBatcher {
 
   delete(handle: string | undefined): Promise<void> {
     if (this.windowMs === 0 || !handle) {
-      return this.client.send(new DeleteMessageCommand({ QueueUrl: this.url, ReceiptHandle: handle })).then(() => undefined);
+      return this.#track(this.client.send(new DeleteMessageCommand({ QueueUrl: this.url, ReceiptHandle: handle })).then(() => undefined));
     }
     return new Promise<void>((resolve, reject) => {
       this.#pending.push({ handle, resolve, reject });
@@ -347,9 +357,16 @@ class DeleteBatcher {
     const batch = this.#pending.splice(0, 10);
     if (this.#pending.length > 0) this.#timer = setTimeout(() => this.#flush(), this.windowMs);
     if (batch.length === 0) return;
-    const sent = this.#send(batch);
-    this.#inFlight.add(sent);
-    void sent.finally(() => this.#inFlight.delete(sent));
+    void this.#track(this.#send(batch));
+  }
+
+  #track(p: Promise<void>): Promise<void> {
+    this.#inFlight.add(p);
+    void p.then(
+      () => this.#inFlight.delete(p),
+      () => this.#inFlight.delete(p),
+    );
+    return p;
   }
 
   async #send(batch: PendingDelete[]): Promise<void> {
@@ -381,7 +398,6 @@ class DeleteBatcher {
 class SqsSubscription implements Subscription {
   readonly #abort = new AbortController();
   readonly #url: string;
-  readonly deletes: DeleteBatcher;
   #inFlight = 0;
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
@@ -394,7 +410,6 @@ class SqsSubscription implements Subscription {
     readonly onGone: () => void,
   ) {
     this.#url = broker.queueUrl(queue);
-    this.deletes = new DeleteBatcher(broker.client, this.#url, broker.deleteBatchWindowMs);
   }
 
   get url(): string {
@@ -546,7 +561,7 @@ class SqsDelivery implements Delivery {
     try {
       switch (outcome.kind) {
         case 'ack':
-          await this.sub.deletes.delete(this.message.ReceiptHandle);
+          await this.sub.broker.deleteMessage(this.sub.url, this.message.ReceiptHandle);
           break;
         case 'requeue':
           await this.#visibility(0);
@@ -556,7 +571,7 @@ class SqsDelivery implements Delivery {
           break;
         case 'dead-letter':
           await this.sub.broker.sendToDeadLetter(this.queue, this.body, outcome.reason, this.message);
-          await this.sub.deletes.delete(this.message.ReceiptHandle);
+          await this.sub.broker.deleteMessage(this.sub.url, this.message.ReceiptHandle);
           break;
       }
     } finally {
