@@ -138,7 +138,8 @@ export class SqsBroker implements Broker {
     this.waitTimeSeconds = Math.min(20, Math.max(0, Math.floor(options.waitTimeSeconds ?? 20)));
     this.visibilityTimeoutSeconds = options.visibilityTimeoutSeconds;
     this.maxDelaySeconds = Math.min(SQS_MAX_DELAY_SECONDS, Math.max(1, Math.floor(options.maxDelaySeconds ?? SQS_MAX_DELAY_SECONDS)));
-    this.deleteBatchWindowMs = Math.max(0, options.deleteBatchWindowMs ?? 10);
+    const window = options.deleteBatchWindowMs ?? 10;
+    this.deleteBatchWindowMs = Number.isFinite(window) && window > 0 ? window : 0;
     this.capabilities = {
       redeliveryTimeoutMs: (options.visibilityTimeoutSeconds ?? DEFAULT_VISIBILITY_SECONDS) * 1000,
       countsDeliveries: true,
