@@ -350,6 +350,17 @@ export class AmqpBackend implements Backend {
     this.#announce(q, update.state);
   }
 
+  /** Writes of different tasks run side by side on the channel; writes of one task keep their order. */
+  async setStates(updates: readonly StateUpdate[]): Promise<void> {
+    const byTask = new Map<string, StateUpdate[]>();
+    for (const u of updates) byTask.set(u.taskUUID, [...(byTask.get(u.taskUUID) ?? []), u]);
+    await Promise.all(
+      [...byTask.values()].map(async (list) => {
+        for (const u of list) await this.setState(u);
+      }),
+    );
+  }
+
   async getState(taskUUID: string): Promise<TaskState | null> {
     const text = await this.#readLatest(taskUUID);
     return text === null ? null : decodeTaskState(text);
