@@ -51,8 +51,24 @@ interface Conn {
   readonly generation: number;
   /** Queues declared (and bound) on this connection. */
   readonly declared: Set<string>;
+  /** Resolves on the connection's 'close' event, however it ends. */
+  readonly gone: Promise<void>;
   pub: ConfirmChannel | null;
   alive: boolean;
+}
+
+/**
+ * amqplib's `close()` promises wait for the peer's CloseOk and never settle when the socket
+ * dies first, so every close we await is also ended by the connection going away.
+ */
+function closeWithin(closing: () => Promise<unknown>, gone: Promise<void>): Promise<void> {
+  let attempt: Promise<unknown>;
+  try {
+    attempt = closing();
+  } catch (err) {
+    attempt = Promise.reject(err);
+  }
+  return Promise.race([attempt.then(() => {}, () => {}), gone]);
 }
 
 /** Removes the password from an AMQP URL for messages. */
@@ -177,21 +193,28 @@ export class AmqpBroker implements Broker {
       first = false;
       if (this.#closed) throw new ClosedError('AmqpBroker');
       let model: ChannelModel | undefined;
+      let markGone: () => void = () => {};
+      const gone = new Promise<void>((r) => (markGone = r));
       try {
         model = await amqp.connect(this.#url);
-        const conn: Conn = { model, generation: ++this.#generation, declared: new Set(), pub: null, alive: true };
+        const opened = model;
+        const conn: Conn = { model, generation: ++this.#generation, declared: new Set(), gone, pub: null, alive: true };
         model.on('error', (e: Error) => this.#report(e));
-        model.on('close', () => this.#lost(conn));
+        model.on('close', () => {
+          markGone();
+          this.#lost(conn);
+        });
         if (this.#closed) {
-          await model.close().catch(() => {});
+          await closeWithin(() => opened.close(), gone);
           throw new ClosedError('AmqpBroker');
         }
         if (this.#exchange) {
           const ch = await model.createChannel();
           ch.on('error', () => {});
           await ch.assertExchange(this.#exchange, this.#exchangeType, { durable: true, autoDelete: false, internal: false });
-          await ch.close();
+          await closeWithin(() => ch.close(), gone);
         }
+        if (!conn.alive) throw new Error('connection closed while declaring the topology');
         this.#conn = conn;
         // Resume consumers on the new connection.
         for (const s of this.#subs) void s.attach(conn);
@@ -199,7 +222,8 @@ export class AmqpBroker implements Broker {
       } catch (err) {
         if (err instanceof ClosedError) throw err;
         this.#report(new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`));
-        await model?.close().catch(() => {});
+        const failed = model;
+        if (failed) await closeWithin(() => failed.close(), gone);
       }
     }
   }
@@ -431,7 +455,7 @@ export class AmqpBroker implements Broker {
     this.#conn = null;
     if (conn?.alive) {
       conn.alive = false;
-      await conn.model.close().catch(() => {});
+      await closeWithin(() => conn.model.close(), conn.gone);
     }
     await this.#connecting?.catch(() => {});
   }
@@ -489,9 +513,9 @@ class AmqpSubscription implements Subscription {
           ...(this.options.consumerTag ? { consumerTag: this.options.consumerTag } : {}),
         });
         this.#tag = ok.consumerTag;
-        if (this.#stopped) await ch.close().catch(() => {});
+        if (this.#stopped) await closeWithin(() => ch.close(), conn.gone);
       } catch (err) {
-        await ch.close().catch(() => {});
+        await closeWithin(() => ch.close(), conn.gone);
         throw err;
       }
     };

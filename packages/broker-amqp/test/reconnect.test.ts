@@ -8,6 +8,7 @@ import { AmqpBroker } from '../src/index.js';
 const url = new URL(process.env.MTS_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5673/');
 const X = `mts_test_${randomUUID()}`;
 const Q = `mts_test_q_${randomUUID()}`;
+const Q2 = `mts_test_q_${randomUUID()}`;
 
 /** A TCP proxy in front of RabbitMQ that can cut every connection and refuse new ones for a while. */
 function proxy() {
@@ -57,6 +58,7 @@ describe('AMQP reconnection', () => {
     const conn = await amqp.connect(url.toString());
     const ch = await conn.createChannel();
     await ch.deleteQueue(Q).catch(() => {});
+    await ch.deleteQueue(Q2).catch(() => {});
     await ch.deleteExchange(X).catch(() => {});
     await conn.close();
   });
@@ -94,6 +96,59 @@ describe('AMQP reconnection', () => {
     } finally {
       await broker.close();
     }
+  });
+
+  it('never drops a publish that was in flight when the connection was cut: it is confirmed later or rejected', async () => {
+    const broker = new AmqpBroker({ url: proxied, exchange: X, bindingKey: Q2, defaultQueue: Q2, publishTimeoutMs: 15_000 });
+    try {
+      await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'warmup', RoutingKey: Q2 }));
+      // ~8 MB in the pipeline, so the first confirm arrives long before the last message is sent.
+      const pad = [{ Name: '', Type: 'string', Value: 'x'.repeat(20_000) }];
+      const uuids = Array.from({ length: 400 }, () => newTaskUUID());
+      let confirmed = 0;
+      let cutWith = -1;
+      const after: string[] = [];
+      const pending = uuids.map((UUID) =>
+        broker.publish(newSignature({ UUID, Name: 'inflight', RoutingKey: Q2, Args: pad })).then(() => {
+          confirmed += 1;
+          if (cutWith < 0) {
+            cutWith = confirmed;
+            p.outage(500);
+          } else after.push(UUID);
+        }),
+      );
+      const results = await Promise.allSettled(pending);
+      const ok = uuids.filter((_, i) => results[i]?.status === 'fulfilled');
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      for (const f of failed) expect(String(f.reason)).toMatch(/AMQP|closed/);
+      expect(after.length).toBeGreaterThan(0); // the cut really caught publishes in flight
+
+      const conn = await amqp.connect(url.toString());
+      const ch = await conn.createChannel();
+      const stored = new Set<string>();
+      for (;;) {
+        const msg = await ch.get(Q2, { noAck: true });
+        if (!msg) break;
+        stored.add(decodeSignature(msg.content.toString()).UUID);
+      }
+      await conn.close();
+      console.log(`cut with ${uuids.length - cutWith} of ${uuids.length} unconfirmed: ${after.length} confirmed after the cut, ${failed.length} rejected, ${stored.size - 1} stored`);
+      expect(ok.filter((u) => !stored.has(u))).toEqual([]);
+    } finally {
+      await broker.close();
+    }
+  });
+
+  it('close() right after the connection is cut returns instead of waiting for a CloseOk that never comes', async () => {
+    const broker = new AmqpBroker({ url: proxied, exchange: X, bindingKey: Q, defaultQueue: Q, publishTimeoutMs: 5_000 });
+    await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'warmup', RoutingKey: Q }));
+    p.outage(300);
+    const closed = await Promise.race([
+      broker.close().then(() => true),
+      new Promise<false>((r) => setTimeout(() => r(false), 10_000)),
+    ]);
+    expect(closed).toBe(true);
+    await new Promise((r) => setTimeout(r, 400));
   });
 
   it('rejects a publish with a clear error when the outage outlasts publishTimeoutMs', async () => {
