@@ -100,6 +100,39 @@ export class Server {
     return new AsyncResult(sig.UUID, this.backend);
   }
 
+  /**
+   * Sends many tasks in as few round trips as the transports allow: every PENDING state
+   * first (one pipeline where the backend offers `setStates`), then one `publishBatch`.
+   * When the PENDING writes fail nothing is published; when the publish fails, some tasks
+   * may have gone out (the error says so) — the same "maybe sent" as one `sendTask`.
+   */
+  async sendTasks(
+    signatures: readonly (TypedSignature<[], readonly GoType[]> | UntypedSignature | UntypedSignatureInit)[],
+  ): Promise<AsyncResult[]> {
+    const sigs = signatures.map((s) => {
+      const sig = newSignature(s);
+      if (!sig.UUID) sig.UUID = newTaskUUID();
+      if (!sig.Headers) sig.Headers = {};
+      return sig;
+    });
+    if (sigs.length === 0) return [];
+    const pending = sigs.map((s) => ({ taskUUID: s.UUID, taskName: s.Name, state: TaskStates.PENDING }));
+    try {
+      if (this.backend.setStates) await this.backend.setStates(pending);
+      else await Promise.all(pending.map((p) => this.backend.setState(p)));
+    } catch (err) {
+      throw new MachineryError('TASK_FAILED', `Set state pending error: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      await this.broker.publishBatch(sigs);
+    } catch (err) {
+      throw new MachineryError('TASK_FAILED', `Publish message error (some of the ${sigs.length} tasks may have been sent): ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    return sigs.map((s) => new AsyncResult(s.UUID, this.backend));
+  }
+
   /** Sends every group task, at most `concurrency` publishes at once (0 = all at once). */
   async sendGroup<V extends unknown[][] = unknown[][]>(
     g: Group<unknown, V>,

@@ -13,6 +13,8 @@ import {
   fibonacciNext,
   group,
   newSignature,
+  call,
+  partial,
 } from '../src/index.js';
 
 let servers: Server[] = [];
@@ -297,5 +299,39 @@ describe('Worker progress writes', () => {
     await r.get({ timeoutMs: 2000 });
     await worker.stop();
     expect(landed).toEqual(expected);
+  });
+});
+
+describe('Server.sendTasks', () => {
+  it('writes every PENDING state in one setStates call, then publishes one batch, and the tasks run', async () => {
+    const { server, worker, broker } = await setup();
+    server.registerTask(add);
+    const calls: string[] = [];
+    const setStates = server.backend.setStates?.bind(server.backend);
+    server.backend.setStates = async (updates) => {
+      calls.push(`setStates ${updates.length} ${updates.every((u) => u.state === 'PENDING')}`);
+      await setStates?.(updates);
+    };
+    const publishBatch = broker.publishBatch.bind(broker);
+    broker.publishBatch = async (sigs) => {
+      calls.push(`publishBatch ${sigs.length}`);
+      await publishBatch(sigs);
+    };
+    const results = await server.sendTasks(Array.from({ length: 30 }, (_, i) => call(add, BigInt(i), 1n)));
+    expect(calls).toEqual(['setStates 30 true', 'publishBatch 30']);
+    await worker.start();
+    const values = await Promise.all(results.map((r) => r.get({ timeoutMs: 5000 })));
+    expect(values).toEqual(Array.from({ length: 30 }, (_, i) => [BigInt(i) + 1n]));
+    // @ts-expect-error a partial link is not a task on its own
+    await expect(server.sendTasks([partial(add, 1n)])).resolves.toHaveLength(1);
+  });
+
+  it('publishes nothing when the PENDING writes fail', async () => {
+    const { server, broker } = await setup();
+    server.backend.setStates = async () => {
+      throw new Error('backend down');
+    };
+    await expect(server.sendTasks([{ Name: 'add' }, { Name: 'add' }])).rejects.toThrow('Set state pending error: backend down');
+    expect(broker.transport.pending('machinery_tasks')).toEqual([]);
   });
 });
