@@ -71,7 +71,10 @@ export function redactUrl(url: string): string {
 
 interface Conn {
   readonly model: ChannelModel;
+  /** Publishes only (never a declare, whose refusal would close it under other writes' confirms). */
   pub: Promise<PubChannel> | null;
+  /** Announcements, best effort, apart from the confirmed writes. */
+  announce: Promise<Channel> | null;
   alive: boolean;
 }
 
@@ -100,6 +103,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 function isNotFound(err: unknown): boolean {
   const e = err as { code?: unknown; fields?: { replyCode?: unknown } } | null;
   return e?.code === 404 || e?.fields?.replyCode === 404;
+}
+
+function declareEvents(ch: Channel): Promise<unknown> {
+  return ch.assertExchange(STATE_EVENTS_EXCHANGE, 'topic', { durable: false, autoDelete: false });
 }
 
 function withHeartbeat(url: string, seconds: number): string {
@@ -186,7 +193,7 @@ export class AmqpBackend implements Backend {
       let model: ChannelModel | undefined;
       try {
         model = await amqp.connect(this.#url);
-        const conn: Conn = { model, pub: null, alive: true };
+        const conn: Conn = { model, pub: null, announce: null, alive: true };
         model.on('error', (e: Error) => this.#report(e));
         model.on('close', () => this.#lost(conn));
         if (this.#closed) {
@@ -333,10 +340,12 @@ export class AmqpBackend implements Backend {
     const q = update.taskUUID;
     await this.#withConnection('state write', async (conn) => {
       for (let attempt = 0; ; attempt++) {
+        await this.#onFreshChannel(conn, async (ch) => {
+          await ch.assertQueue(q, { durable: false, autoDelete: true, exclusive: false, arguments: goStateQueueArgs(this.#expireIn) });
+          if (this.#exchange) await ch.bindQueue(q, this.#exchange, q);
+          await ch.purgeQueue(q);
+        });
         const pub = await this.#pubChannel(conn);
-        await pub.ch.assertQueue(q, { durable: false, autoDelete: true, exclusive: false, arguments: goStateQueueArgs(this.#expireIn) });
-        if (this.#exchange) await pub.ch.bindQueue(q, this.#exchange, q);
-        await pub.ch.purgeQueue(q);
         // Straight to the queue through the default exchange: with a fanout or headers
         // exchange Go's route would copy the state into every other task's queue.
         const r = await this.#publish(pub, '', q, body, { contentType: 'application/json', deliveryMode: 2 });
@@ -436,11 +445,13 @@ export class AmqpBackend implements Backend {
     const q = groupMetaQueue(groupUUID);
     this.#memo.delete(groupUUID);
     await this.#withConnection('group write', async (conn) => {
+      await this.#onFreshChannel(conn, async (ch) => {
+        await ch.assertQueue(q, { durable: true, autoDelete: false, exclusive: false, arguments: { 'x-expires': this.#expireIn * 1000 } });
+        await ch.purgeQueue(q);
+        // A re-initialised group starts untriggered.
+        await ch.deleteQueue(chordTriggeredQueue(groupUUID));
+      });
       const pub = await this.#pubChannel(conn);
-      await pub.ch.assertQueue(q, { durable: true, autoDelete: false, exclusive: false, arguments: { 'x-expires': this.#expireIn * 1000 } });
-      await pub.ch.purgeQueue(q);
-      // A re-initialised group starts untriggered.
-      await pub.ch.deleteQueue(chordTriggeredQueue(groupUUID));
       const r = await this.#publish(pub, '', q, body, { contentType: 'application/json', deliveryMode: 2 });
       if (r !== 'ack') throw new Error(`AMQP group write of ${groupUUID}: ${r}`);
     });
@@ -544,13 +555,15 @@ export class AmqpBackend implements Backend {
     const q = chordTriggeredQueue(groupUUID);
     return this.#withConnection('chord claim', async (conn) => {
       for (let attempt = 0; ; attempt++) {
+        await this.#onFreshChannel(conn, (ch) =>
+          ch.assertQueue(q, {
+            durable: true,
+            autoDelete: false,
+            exclusive: false,
+            arguments: { 'x-max-length': 1, 'x-overflow': 'reject-publish', 'x-expires': this.#expireIn * 1000 },
+          }),
+        );
         const pub = await this.#pubChannel(conn);
-        await pub.ch.assertQueue(q, {
-          durable: true,
-          autoDelete: false,
-          exclusive: false,
-          arguments: { 'x-max-length': 1, 'x-overflow': 'reject-publish', 'x-expires': this.#expireIn * 1000 },
-        });
         const r = await this.#publish(pub, '', q, Buffer.from(groupUUID), { deliveryMode: 2 });
         if (r !== 'returned') return r === 'ack';
         if (attempt >= 2) throw new Error(`AMQP chord claim of ${groupUUID}: the claim queue kept vanishing`);
@@ -629,18 +642,18 @@ export class AmqpBackend implements Backend {
   #announce(taskUUID: string, state: string): void {
     const conn = this.#conn;
     if (!conn?.alive) return;
-    void (async () => {
-      const pub = await this.#pubChannel(conn);
-      await this.#declareEvents(pub.ch);
-      pub.ch.publish(STATE_EVENTS_EXCHANGE, taskUUID, Buffer.from(state));
-    })().catch(() => {});
-  }
-
-  readonly #eventsDeclared = new WeakSet<Channel>();
-  async #declareEvents(ch: Channel): Promise<void> {
-    if (this.#eventsDeclared.has(ch)) return;
-    await ch.assertExchange(STATE_EVENTS_EXCHANGE, 'topic', { durable: false, autoDelete: false });
-    this.#eventsDeclared.add(ch);
+    conn.announce ??= (async () => {
+      const ch = await conn.model.createChannel();
+      ch.on('error', () => {});
+      ch.on('close', () => {
+        conn.announce = null;
+      });
+      await declareEvents(ch);
+      return ch;
+    })();
+    conn.announce.then((ch) => ch.publish(STATE_EVENTS_EXCHANGE, taskUUID, Buffer.from(state))).catch(() => {
+      conn.announce = null;
+    });
   }
 
   /** One exclusive, server-named queue per backend, bound once per awaited task. */
@@ -649,7 +662,7 @@ export class AmqpBackend implements Backend {
       const conn = await this.#connection();
       const ch = await conn.model.createChannel();
       ch.on('error', () => {});
-      await this.#declareEvents(ch);
+      await declareEvents(ch);
       const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
       await ch.consume(
         queue,

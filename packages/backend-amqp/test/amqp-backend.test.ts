@@ -139,6 +139,20 @@ describe('Go wire compatibility', () => {
     expect(await b.getState(uuid)).toMatchObject({ State: 'FAILURE', Error: 'again' });
   });
 
+  it("a queue Go declared with another expiry fails that write only, not the writes beside it", async () => {
+    const b = make();
+    const clash = taskId();
+    await onChannel((ch) => goDeclare(ch, clash, 60_000));
+    const others = Array.from({ length: 10 }, taskId);
+    const results = await Promise.allSettled([
+      ...others.map((u) => b.setState({ taskUUID: u, taskName: 'ok', state: TaskStates.PENDING })),
+      b.setState({ taskUUID: clash, taskName: 'x', state: TaskStates.PENDING }),
+    ]);
+    expect(results.slice(0, 10).every((r) => r.status === 'fulfilled')).toBe(true);
+    expect(results[10]).toMatchObject({ status: 'rejected', reason: { code: 406 } });
+    expect((await b.getState(others[0] as string))?.TaskName).toBe('ok');
+  });
+
   it('refuses at once, with a config error, an exchange declared with another type', async () => {
     const b = new AmqpBackend({ url, exchange, exchangeType: 'topic', operationTimeoutMs: 10_000 });
     opened.push(b);
