@@ -215,6 +215,22 @@ describe('non-destructive reads', () => {
   });
 });
 
+describe('waitForState', () => {
+  it('sees a state Go wrote (Go announces nothing) through its slow re-read', async () => {
+    const b = new AmqpBackend({ url, exchange, waitPollMs: 100 });
+    opened.push(b);
+    const uuid = taskId();
+    const waiting = b.waitForState(uuid, { timeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    await onChannel(async (ch) => {
+      await goDeclare(ch, uuid);
+      ch.publish(exchange, uuid, Buffer.from(`{"TaskUUID":"${uuid}","TaskName":"","State":"SUCCESS","Results":[],"Error":"","CreatedAt":"0001-01-01T00:00:00Z","TTL":0}`));
+      await new Promise((r) => setTimeout(r, 50));
+    });
+    expect((await waiting)?.State).toBe('SUCCESS');
+  });
+});
+
 describe('chord step across processes', () => {
   it('fires exactly once per group when three processes race on the last members', async () => {
     const groups = Array.from({ length: 4 }, () => ({ group: `group_${randomUUID()}`, members: Array.from({ length: 24 }, taskId) }));
