@@ -101,13 +101,13 @@ export function soakMarkdown(r: SoakResult): string {
     r.failure ??
     (r.ratio === null
       ? 'too few reports for a ratio'
-      : `RSS(${r.points.at(-1)!.processed.toLocaleString('en-US')}) / RSS(${first!.processed.toLocaleString('en-US')}) = **${r.ratio.toFixed(2)}**: ${Math.abs(r.ratio - 1) <= 0.1 ? 'flat (within ±10%)' : '**not flat** (beyond ±10%)'}`);
+      : `RSS(${r.points.at(-1)!.processed.toLocaleString('en-US')}) / RSS(${first!.processed.toLocaleString('en-US')}) = **${r.ratio.toFixed(3)}**: ${Math.abs(r.ratio - 1) <= 0.1 ? 'flat (within ±10%)' : '**not flat** (beyond ±10%)'}`);
   return `## Soak: machinery-ts worker memory (Redis broker and backend)
 
 \`--soak\`: ${r.total.toLocaleString('en-US')} tasks through one worker process at concurrency ${r.concurrency}, the producer keeping at most
 ${IN_FLIGHT.toLocaleString('en-US')} tasks in flight (states expire after ${STATE_TTL_S} s), in ${r.seconds.toFixed(0)} s
 (${Math.round(r.total / r.seconds).toLocaleString('en-US')} tasks/s). The worker reports \`process.memoryUsage().rss\` every tenth
-of the way. Producer peak RSS: ${mb(r.producerPeakRss)} MB (the whole harness process).
+of the way (one snapshot each, so a garbage collection due or just done moves it by a few MB). Producer peak RSS: ${mb(r.producerPeakRss)} MB (the whole harness process).
 
 | processed | worker RSS (MB) | vs first |
 | --- | --- | --- |
