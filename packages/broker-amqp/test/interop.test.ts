@@ -128,6 +128,54 @@ describe('AMQP interop with Go Machinery', () => {
     }
   });
 
+  it("declares delay queues as Go does: ours first then Go's exact args (int64), and Go's case B queue first then ours", async () => {
+    const queue = q();
+    const int64 = (value: number): { '!': 'int64'; value: number } => ({ '!': 'int64', value });
+    const goDeclareDelay = async (name: string, args: Record<string, unknown>): Promise<void> => {
+      const ch = await admin.createChannel();
+      await ch.assertExchange(X, 'direct', { durable: true, autoDelete: false, internal: false });
+      await ch.assertQueue(name, { durable: true, autoDelete: false, exclusive: false, arguments: args });
+      await ch.bindQueue(name, X, name, {});
+      await ch.close();
+    };
+    // Case A, ours first: the queue is named after the delay, so the clock is held still while publishing.
+    const delayQueue = `delay.1500.${X}.${queue}`;
+    queues.push(delayQueue);
+    const a = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
+    const now = Date.now();
+    const spy = vi.spyOn(Date, 'now').mockReturnValue(now);
+    try {
+      await a.publish(newSignature({ UUID: newTaskUUID(), Name: 'a', RoutingKey: queue, ETA: formatRfc3339Nano(now + 1500) }));
+    } finally {
+      spy.mockRestore();
+      await a.close();
+    }
+    await goDeclareDelay(delayQueue, {
+      'x-dead-letter-exchange': X,
+      'x-dead-letter-routing-key': queue,
+      'x-message-ttl': int64(1500),
+      'x-expires': int64(3000),
+    });
+    const check = await admin.createChannel();
+    expect((await check.checkQueue(delayQueue)).messageCount).toBe(1);
+    await check.close();
+
+    // Case B, Go first: its shared queue with the two dead-letter args, then our delayed publish.
+    const shared = q();
+    await goDeclareDelay(shared, { 'x-dead-letter-exchange': X, 'x-dead-letter-routing-key': queue });
+    const b = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue, delayedQueue: shared });
+    try {
+      const c = collectDeliveries();
+      await b.consume(queue, { prefetch: 2, onDelivery: c.onDelivery });
+      await b.publish(newSignature({ UUID: newTaskUUID(), Name: 'b', RoutingKey: queue, ETA: formatRfc3339Nano(Date.now() + 300) }));
+      await c.until(2, 10_000);
+      expect(c.got.map((d) => decodeSignature(d.body).Name).sort()).toEqual(['a', 'b']);
+      for (const d of c.got) await d.settle({ kind: 'ack' });
+    } finally {
+      await b.close();
+    }
+  });
+
   it('delivers a 1 s delayed task promptly after its ETA, not before', async () => {
     const queue = q();
     const broker = new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue });
