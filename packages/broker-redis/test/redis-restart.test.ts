@@ -41,7 +41,7 @@ describe('Redis restarted (AOF on) in the middle of 5,000 tasks', () => {
     const make = (): Server =>
       new Server({
         defaultQueue: queue,
-        broker: new RedisBroker({ url, defaultQueue: queue, delayedTasksKey, keyPrefix, leaseMs: 5000, publishTimeoutMs: 30_000 }),
+        broker: new RedisBroker({ url, defaultQueue: queue, delayedTasksKey, keyPrefix, leaseMs: 5000 }),
         backend: new RedisBackend({ url, resultsExpireIn: 600 }),
       });
     const producer = make();
