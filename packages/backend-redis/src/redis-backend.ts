@@ -33,6 +33,11 @@ export interface RedisBackendOptions {
    * share chord groups. `false` ignores Go's mutex. @default 'TriggerChordMutex'
    */
   readonly goChordMutex?: string | false;
+  /**
+   * How long a command may wait, through a Redis outage, before it rejects (the write may
+   * still land after the reconnect). Applies to the client this backend creates. @default 30000
+   */
+  readonly commandTimeoutMs?: number;
   /** Fallback poll while waiting, for states written by Go workers (which publish nothing). @default 500 */
   readonly waitPollMs?: number;
 }
@@ -59,6 +64,8 @@ interface ScriptedRedis {
 
 const MUTEX_ATTEMPTS = 64;
 
+const retryStrategy = (attempt: number): number => Math.min(attempt * 200, 5000) + Math.floor(Math.random() * 200);
+
 /**
  * Go Machinery's Redis result backend layout: task state at the task UUID, group meta at
  * the group UUID, Go's JSON documents, `SET … EX n`. State writes and the chord step are
@@ -84,7 +91,13 @@ export class RedisBackend implements Backend {
       this.#client = options.client;
       this.#owned = false;
     } else {
-      this.#client = new Redis(options.url ?? 'redis://127.0.0.1:6379');
+      // A Redis outage makes commands wait (capped, jittered reconnects) rather than fail
+      // after ioredis' 20 quick retries; `commandTimeoutMs` bounds the wait.
+      this.#client = new Redis(options.url ?? 'redis://127.0.0.1:6379', {
+        maxRetriesPerRequest: null,
+        retryStrategy,
+        commandTimeout: options.commandTimeoutMs ?? 30_000,
+      });
       // Commands reject on their own; the default handler would print connection errors.
       this.#client.on('error', () => {});
       this.#owned = true;
