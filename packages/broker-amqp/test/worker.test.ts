@@ -29,16 +29,18 @@ afterAll(async () => {
 
 /** A server whose broker routes `queue` by its own name (no orphan queue), and its worker. */
 async function serve(queue: string, setup: (s: Server) => void, extra: Partial<AmqpBrokerOptions> = {}, workerOptions: { unknownTaskRequeues?: number } = {}) {
+  const errors: Error[] = [];
   const server = new Server({
     broker: new AmqpBroker({ url, exchange: X, bindingKey: queue, defaultQueue: queue, ...extra }),
     backend: new MemoryBackend(),
     defaultQueue: queue,
   });
   setup(server);
-  const worker = server.newWorker({ concurrency: 4, handleSignals: false, onError: () => {}, ...workerOptions });
+  const worker = server.newWorker({ concurrency: 4, handleSignals: false, onError: (e) => errors.push(e), ...workerOptions });
   await worker.start();
   return {
     server,
+    errors,
     close: async (): Promise<void> => {
       await worker.stop();
       await server.close();
@@ -127,12 +129,18 @@ describe('a Worker on broker-amqp', () => {
 
   it('sends poison messages to the dead-letter queue with a reason: malformed, empty, unknown task, failure kept on request', async () => {
     const queue = q();
+    const slowRuns: number[] = [];
     const app = await serve(
       queue,
-      (s) =>
+      (s) => {
         s.registerTask('boom', () => {
           throw new Error('boom');
-        }),
+        });
+        s.registerTask('slow', async (_args, ctx) => {
+          slowRuns.push(ctx.attempt);
+          await new Promise((r) => setTimeout(r, 800));
+        });
+      },
       {},
       { unknownTaskRequeues: 2 },
     );
@@ -143,6 +151,10 @@ describe('a Worker on broker-amqp', () => {
         new Promise<void>((resolve, reject) =>
           ch.publish(X, queue, Buffer.from(body), { contentType: 'application/json', deliveryMode: 2 }, (err) => (err ? reject(err) : resolve())),
         );
+      // A task is running on the same channel while the poison arrives (Go nacks every unacked delivery then).
+      const slowUUID = newTaskUUID();
+      await app.server.sendTask(newSignature({ UUID: slowUUID, Name: 'slow', RoutingKey: queue }));
+      await until('the slow task to start', () => slowRuns.length === 1);
       const malformedUUID = `task_${randomUUID()}`;
       await raw(`{"UUID":"${malformedUUID}","Name":"boom","Args":[`);
       await raw('');
@@ -176,6 +188,10 @@ describe('a Worker on broker-amqp', () => {
       expect((await app.server.backend.getState(malformedUUID))?.State).toBe(TaskStates.FAILURE);
       expect((await app.server.backend.getState(unknownUUID))?.Error).toBe('task nobody-has-it is not registered');
       expect((await app.server.backend.getState(failedUUID))?.Error).toBe('boom');
+      await until('the slow task', async () => (await app.server.backend.getState(slowUUID))?.State === TaskStates.SUCCESS);
+      expect(slowRuns).toEqual([1]);
+      // Its ack still found its channel: no 'unknown delivery tag' or other channel error.
+      expect(app.errors.map((e) => e.message).filter((m) => /channel|delivery tag|PRECONDITION/i.test(m))).toEqual([]);
       // Nothing is left behind in the work queue.
       const c = await admin.createChannel();
       expect((await c.checkQueue(queue)).messageCount).toBe(0);
