@@ -51,9 +51,13 @@ interface Conn {
   readonly generation: number;
   /** Queues declared (and bound) on this connection. */
   readonly declared: Set<string>;
+  /** Declarations under way: concurrent first publishes to a queue share one. */
+  readonly declaring: Map<string, Promise<void>>;
   /** Resolves on the connection's 'close' event, however it ends. */
   readonly gone: Promise<void>;
   pub: ConfirmChannel | null;
+  /** The confirm channel being opened, shared by everyone who asked meanwhile. */
+  pubOpening: Promise<ConfirmChannel> | null;
   alive: boolean;
 }
 
@@ -198,7 +202,7 @@ export class AmqpBroker implements Broker {
       try {
         model = await amqp.connect(this.#url);
         const opened = model;
-        const conn: Conn = { model, generation: ++this.#generation, declared: new Set(), gone, pub: null, alive: true };
+        const conn: Conn = { model, generation: ++this.#generation, declared: new Set(), declaring: new Map(), gone, pub: null, pubOpening: null, alive: true };
         model.on('error', (e: Error) => this.#report(e));
         model.on('close', () => {
           markGone();
@@ -238,6 +242,12 @@ export class AmqpBroker implements Broker {
 
   async #pubChannel(conn: Conn): Promise<ConfirmChannel> {
     if (conn.pub) return conn.pub;
+    // A burst of first publishes would otherwise open a channel each and keep only the last.
+    conn.pubOpening ??= this.#openPubChannel(conn).finally(() => (conn.pubOpening = null));
+    return conn.pubOpening;
+  }
+
+  async #openPubChannel(conn: Conn): Promise<ConfirmChannel> {
     const ch = await conn.model.createConfirmChannel();
     ch.on('error', () => {});
     ch.on('close', () => {
@@ -253,9 +263,33 @@ export class AmqpBroker implements Broker {
   async #declareWorkQueue(conn: Conn, ch: Channel, queue: string, bindingKey: string): Promise<void> {
     const key = `w\0${queue}\0${bindingKey}`;
     if (conn.declared.has(key)) return;
-    await ch.assertQueue(queue, { durable: true, autoDelete: false, exclusive: false, arguments: this.#declareArgs });
-    if (this.#exchange) await ch.bindQueue(queue, this.#exchange, bindingKey, this.#bindingArgs);
-    conn.declared.add(key);
+    let declaring = conn.declaring.get(key);
+    if (!declaring) {
+      declaring = (async () => {
+        await ch.assertQueue(queue, { durable: true, autoDelete: false, exclusive: false, arguments: this.#declareArgs });
+        if (this.#exchange) await ch.bindQueue(queue, this.#exchange, bindingKey, this.#bindingArgs);
+        conn.declared.add(key);
+      })().finally(() => conn.declaring.delete(key));
+      conn.declaring.set(key, declaring);
+    }
+    await declaring;
+  }
+
+  async #connectionWithin(what: string, ms: number): Promise<Conn> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        this.#connection(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`AMQP ${what} timed out after ${this.#publishTimeoutMs} ms waiting for a connection to ${redactUrl(this.#url)}`)),
+            Math.max(0, ms),
+          );
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -266,22 +300,8 @@ export class AmqpBroker implements Broker {
     const deadline = Date.now() + this.#publishTimeoutMs;
     for (;;) {
       if (this.#closed) throw new ClosedError('AmqpBroker');
-      const left = deadline - Date.now();
-      let timer: NodeJS.Timeout | undefined;
-      let conn: Conn;
-      try {
-        conn = await Promise.race([
-          this.#connection(),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error(`AMQP ${what} timed out after ${this.#publishTimeoutMs} ms waiting for a connection to ${redactUrl(this.#url)}`)),
-              Math.max(0, left),
-            );
-          }),
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
+      // The common case, a live connection, needs no timer per publish.
+      const conn = this.#conn?.alive ? this.#conn : await this.#connectionWithin(what, deadline - Date.now());
       try {
         return await fn(conn);
       } catch (err) {
