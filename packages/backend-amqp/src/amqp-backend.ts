@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, GetMessage, Message, Options } from 'amqplib';
 import {
@@ -95,6 +96,7 @@ const MAX_SCAN = 256;
  */
 const EMPTY_RETRY_MS = [4, 8, 16, 32, 64, 128, 128] as const;
 const MEMO_GROUPS = 1000;
+const CONNECT_TIMEOUT_MS = 10_000;
 /** Member states read at once by a chord step, which stops at the first batch with an incomplete one. */
 const READ_BATCH = 16;
 
@@ -103,6 +105,20 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 function isNotFound(err: unknown): boolean {
   const e = err as { code?: unknown; fields?: { replyCode?: unknown } } | null;
   return e?.code === 404 || e?.fields?.replyCode === 404;
+}
+
+/**
+ * amqplib's `close()` settles only on the server's close-ok; if the connection dies first
+ * (a broker shutdown) it never settles. The channel's 'close' event comes either way.
+ */
+function closeChannel(ch: Channel): Promise<void> {
+  return new Promise<void>((resolve) => {
+    ch.once('close', () => resolve());
+    ch.close().then(
+      () => resolve(),
+      () => resolve(),
+    );
+  });
 }
 
 function declareEvents(ch: Channel): Promise<unknown> {
@@ -192,12 +208,13 @@ export class AmqpBackend implements Backend {
       if (this.#closed) throw new ClosedError('AmqpBackend');
       let model: ChannelModel | undefined;
       try {
-        model = await amqp.connect(this.#url);
+        // `timeout` also bounds the handshake, which a broker still starting up may leave unanswered.
+        model = await amqp.connect(this.#url, { timeout: CONNECT_TIMEOUT_MS });
         const conn: Conn = { model, pub: null, announce: null, alive: true };
         model.on('error', (e: Error) => this.#report(e));
         model.on('close', () => this.#lost(conn));
         if (this.#closed) {
-          await model.close().catch(() => {});
+          void model.close().catch(() => {});
           throw new ClosedError('AmqpBackend');
         }
         if (this.#exchange) {
@@ -210,7 +227,7 @@ export class AmqpBackend implements Backend {
         return conn;
       } catch (err) {
         if (err instanceof ClosedError) throw err;
-        await model?.close().catch(() => {});
+        void model?.close().catch(() => {});
         const e = new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`, { cause: err });
         // The exchange exists with another type or flags: retrying cannot help.
         if ((err as { code?: unknown }).code === 406) throw new MachineryError('CONFIG', `${e.message} (exchange "${this.#exchange}" as ${this.#exchangeType})`, { cause: err });
@@ -277,7 +294,7 @@ export class AmqpBackend implements Backend {
     try {
       return await fn(ch);
     } finally {
-      if (open) await ch.close().catch(() => {});
+      if (open) await closeChannel(ch);
     }
   }
 
@@ -477,14 +494,20 @@ export class AmqpBackend implements Backend {
     return this.#withConnection('group read', (conn) =>
       this.#onFreshChannel(conn, async (ch) => {
         let msg: Message | false;
+        const id = Math.random().toString(36).slice(2, 6);
+        const t0 = Date.now();
+        const log = (w: string) => process.env.DBG && console.error(`${Date.now() - t0} ${id} ${w}`);
+        log('start');
         try {
           msg = await ch.get(q, { noAck: false });
+          log(`got ${!!msg}`);
         } catch (err) {
           if (isNotFound(err)) return fn(null);
           throw err;
         }
         if (!msg) msg = await this.#awaitDelivery(ch, q, groupUUID);
-        return fn(msg ? decodeGroupMeta(msg.content.toString('utf8')) : null);
+        log(`delivered ${!!msg}`);
+        try { return await fn(msg ? decodeGroupMeta(msg.content.toString('utf8')) : null); } finally { log('fn done'); }
       }),
     );
   }
@@ -551,9 +574,11 @@ export class AmqpBackend implements Backend {
    * group document (a holder cut off by a network partition keeps believing it holds it)
    * cannot both fire. Its name is Go's, whose `TriggerChord` answers false once it exists.
    */
-  async #claim(groupUUID: string): Promise<boolean> {
+  async #claim(groupUUID: string, token: string): Promise<boolean> {
     const q = chordTriggeredQueue(groupUUID);
+    let first: Conn | undefined;
     return this.#withConnection('chord claim', async (conn) => {
+      first ??= conn;
       for (let attempt = 0; ; attempt++) {
         await this.#onFreshChannel(conn, (ch) =>
           ch.assertQueue(q, {
@@ -564,23 +589,54 @@ export class AmqpBackend implements Backend {
           }),
         );
         const pub = await this.#pubChannel(conn);
-        const r = await this.#publish(pub, '', q, Buffer.from(groupUUID), { deliveryMode: 2 });
-        if (r !== 'returned') return r === 'ack';
+        const r = await this.#publish(pub, '', q, Buffer.from(token), { deliveryMode: 2 });
+        if (r === 'ack') return true;
+        // Refused: someone's claim is there. Ours, if a connection lost before its confirm
+        // arrived made this a second attempt.
+        if (r === 'nack') return conn !== first && (await this.#claimToken(groupUUID)) === token;
         if (attempt >= 2) throw new Error(`AMQP chord claim of ${groupUUID}: the claim queue kept vanishing`);
       }
     });
   }
 
+  /**
+   * The claim's body, read while holding the group (so no other chord step publishes
+   * meanwhile). The read holds the message for a moment, and RabbitMQ's `x-max-length` counts
+   * only ready messages, so this is never done outside the group.
+   */
+  async #claimToken(groupUUID: string): Promise<string | null> {
+    return this.#withConnection('chord check', (conn) =>
+      this.#onFreshChannel(conn, async (ch) => {
+        try {
+          const m = await ch.get(chordTriggeredQueue(groupUUID), { noAck: false });
+          return m ? m.content.toString('utf8') : null;
+        } catch (err) {
+          if (isNotFound(err)) return null;
+          throw err;
+        }
+      }),
+    );
+  }
+
   async triggerChord(groupUUID: string, mode: ChordTriggerMode): Promise<ChordTriggerResult> {
+    // Names this step's claim, so a step repeated after a lost connection knows its own claim.
+    const token = `${groupUUID} ${randomUUID()}`;
+    let claimed = false;
     return this.#withGroup(groupUUID, async (meta): Promise<ChordTriggerResult> => {
       if (!meta) return { fired: false, reason: 'no-group' };
-      if (await this.#isTriggered(groupUUID)) return { fired: false, reason: 'already-triggered' };
+      if (await this.#isTriggered(groupUUID)) {
+        if (!claimed || (await this.#claimToken(groupUUID)) !== token) return { fired: false, reason: 'already-triggered' };
+        const states = await this.#memberStates(groupUUID, meta.TaskUUIDs, false);
+        this.#memo.delete(groupUUID);
+        return { fired: true, states: states ?? [] };
+      }
       if (mode.when === 'complete' && meta.TaskUUIDs.length < mode.count) return { fired: false, reason: 'incomplete' };
       const states = await this.#memberStates(groupUUID, meta.TaskUUIDs, mode.when === 'complete');
       if (mode.when === 'complete' && !states) return { fired: false, reason: 'incomplete' };
       const all = states ?? (await this.#memberStates(groupUUID, meta.TaskUUIDs, false));
       if (!all) return { fired: false, reason: 'incomplete' };
-      if (!(await this.#claim(groupUUID))) return { fired: false, reason: 'already-triggered' };
+      claimed = true;
+      if (!(await this.#claim(groupUUID, token))) return { fired: false, reason: 'already-triggered' };
       this.#memo.delete(groupUUID);
       return { fired: true, states: all };
     });
@@ -771,7 +827,14 @@ export class AmqpBackend implements Backend {
     this.#conn = null;
     if (conn) {
       conn.alive = false;
-      await conn.model.close().catch(() => {});
+      // As with channels, close-ok may never come from a dying broker.
+      await new Promise<void>((resolve) => {
+        conn.model.once('close', () => resolve());
+        conn.model.close().then(
+          () => resolve(),
+          () => resolve(),
+        );
+      });
     }
   }
 
