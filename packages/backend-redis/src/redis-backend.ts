@@ -82,7 +82,7 @@ export class RedisBackend implements Backend {
   readonly #pollMs: number;
   #subscriber: Redis | undefined;
   /** Per channel: the waiters' wake-ups and the SUBSCRIBE they share. */
-  readonly #listeners = new Map<string, { wakes: Set<() => void>; ready: Promise<unknown> }>();
+  readonly #listeners = new Map<string, { wakes: Set<(message: string) => void>; ready: Promise<unknown> }>();
   readonly #waiters = new Set<() => void>();
   #closed = false;
 
@@ -211,7 +211,7 @@ export class RedisBackend implements Backend {
         clearInterval(poll);
         options.signal?.removeEventListener('abort', onAbort);
         this.#waiters.delete(onClose);
-        this.#unlisten(taskUUID, check);
+        this.#unlisten(taskUUID, onMessage);
         if (error === undefined) resolve(value);
         else reject(error);
       };
@@ -244,14 +244,27 @@ export class RedisBackend implements Backend {
       const onClose = (): void => finish(last);
       const timer = setTimeout(() => finish(last), Math.max(0, options.timeoutMs));
       const poll = setInterval(check, this.#pollMs);
+      // The announcement carries the document written: a completed one ends the wait with
+      // no further read. Anything else (an older announcer's bare state name) means "read".
+      const onMessage = (message: string): void => {
+        if (done) return;
+        let state: TaskState | null = null;
+        try {
+          if (message.startsWith('{')) state = decodeTaskState(message);
+        } catch {
+          state = null;
+        }
+        if (state && state.TaskUUID === taskUUID && isCompleted(state)) finish(state);
+        else check();
+      };
       options.signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.add(onClose);
       // Subscribe first, then read, so a write between the two is not missed.
-      this.#listen(taskUUID, check).then(check, (err: unknown) => finish(null, err));
+      this.#listen(taskUUID, onMessage).then(check, (err: unknown) => finish(null, err));
     });
   }
 
-  async #listen(taskUUID: string, wake: () => void): Promise<void> {
+  async #listen(taskUUID: string, wake: (message: string) => void): Promise<void> {
     const channel = stateChannel(taskUUID);
     let entry = this.#listeners.get(channel);
     if (!entry) {
@@ -262,7 +275,7 @@ export class RedisBackend implements Backend {
     await entry.ready;
   }
 
-  #unlisten(taskUUID: string, wake: () => void): void {
+  #unlisten(taskUUID: string, wake: (message: string) => void): void {
     const channel = stateChannel(taskUUID);
     const entry = this.#listeners.get(channel);
     if (!entry) return;
@@ -277,9 +290,9 @@ export class RedisBackend implements Backend {
     if (!this.#subscriber) {
       const sub = this.#client.duplicate();
       sub.on('error', () => {});
-      sub.on('message', (channel: string) => {
+      sub.on('message', (channel: string, message: string) => {
         const entry = this.#listeners.get(channel);
-        if (entry) for (const wake of [...entry.wakes]) wake();
+        if (entry) for (const wake of [...entry.wakes]) wake(message);
       });
       this.#subscriber = sub;
     }

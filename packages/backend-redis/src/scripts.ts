@@ -19,7 +19,7 @@ end
  * KEYS[1] task UUID.
  * ARGV: 1 head (`{"TaskUUID":"…","TaskName":`), 2 middle (`,"State":…,"Error":"…","CreatedAt":`),
  * 3 tail (`,"TTL":0}`), 4 expiry seconds, 5 '1' when PENDING, 6 task name, 7 now (RFC3339Nano),
- * 8 notification channel ('' for none), 9 state name.
+ * 8 notification channel ('' for none; the document written is announced on it), 9 state name.
  */
 export const SET_STATE_LUA = `${JSON_STRING}
 local name = ARGV[6]
@@ -37,7 +37,7 @@ if ARGV[5] ~= '1' then
 end
 local text = ARGV[1] .. jstr(name) .. ARGV[2] .. jstr(created) .. ARGV[3]
 redis.call('SET', KEYS[1], text, 'EX', ARGV[4])
-if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
+if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], text) end
 return 1
 `;
 

@@ -115,7 +115,12 @@ describe('RedisBackend states', () => {
     await backend.setState({ taskUUID: uuid, taskName: 'x', state: 'SUCCESS', results: [] });
     await backend.setState({ taskUUID: uuid, taskName: 'x', state: 'FAILURE', error: 'e' });
     await new Promise((r) => setTimeout(r, 50));
-    expect(got).toEqual(['SUCCESS', 'FAILURE']);
+    // Each announcement is the document just written, so a waiter needs no read.
+    expect(got.map((m) => JSON.parse(m) as { State: string; TaskName: string })).toMatchObject([
+      { State: 'SUCCESS', TaskName: 'x' },
+      { State: 'FAILURE', TaskName: 'x' },
+    ]);
+    expect(got[1]).toBe(await raw.get(uuid));
     await sub.quit();
   });
 });
@@ -137,6 +142,22 @@ describe('RedisBackend.waitForState', () => {
     expect(s?.Results).toEqual([{ Type: 'int64', Value: 2 }]);
     expect(Date.now() - started).toBeLessThan(1000);
     await other.close();
+  });
+
+  it('ends the wait from the announcement itself: one read (the first) in all', async () => {
+    const uuid = id('task');
+    const waiter = new RedisBackend({ url: URL, waitPollMs: 60_000 });
+    await backend.setState({ taskUUID: uuid, taskName: 'add', state: 'PENDING' });
+    let reads = 0;
+    const get = waiter.client.get.bind(waiter.client);
+    waiter.client.get = ((...a: Parameters<typeof get>) => (reads++, get(...a))) as typeof get;
+    const waiting = waiter.waitForState(uuid, { timeoutMs: 5000 });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(reads).toBe(1);
+    await backend.setState({ taskUUID: uuid, taskName: '', state: 'SUCCESS', results: [{ Type: 'string', Value: 'ok' }] });
+    expect(await waiting).toMatchObject({ State: 'SUCCESS', TaskName: 'add', Results: [{ Type: 'string', Value: 'ok' }] });
+    expect(reads).toBe(1);
+    await waiter.close();
   });
 
   it('resolves at once for an already completed state', async () => {
