@@ -13,6 +13,7 @@ import {
   decodeGroupMeta,
   decodeTaskState,
   encodeGroupMeta,
+  corkForTick,
   encodeTaskState,
   isCompleted,
   mergeTaskState,
@@ -118,6 +119,7 @@ export class RedisBackend implements Backend {
   }
 
   async setState(update: StateUpdate): Promise<void> {
+    corkForTick(this.#client.stream);
     const write = this.#write(update);
     if (write.kind === 'set') await this.#client.set(update.taskUUID, write.text, 'EX', this.#ttl);
     else await this.#scripted.mtsSetState(update.taskUUID, ...write.args);
@@ -126,6 +128,7 @@ export class RedisBackend implements Backend {
   /** One pipeline for all: a bulk send's PENDING states cost one round trip. */
   async setStates(updates: readonly StateUpdate[]): Promise<void> {
     if (updates.length === 0) return;
+    corkForTick(this.#client.stream);
     const pipe = this.#client.pipeline() as unknown as ScriptedPipeline;
     for (const update of updates) {
       const write = this.#write(update);

@@ -8,6 +8,7 @@ import {
   type Outcome,
   type Signature,
   type Subscription,
+  corkForTick,
   encodeSignature,
   parseRfc3339,
 } from '@machinery-ts/core';
@@ -214,6 +215,7 @@ export class RedisBroker implements Broker {
   async publish(signature: Signature): Promise<void> {
     if (this.#closed) throw new ClosedError('RedisBroker');
     const { queue, body, etaNs } = this.#prepare(signature);
+    corkForTick(this.client.stream);
     await this.#withTimeout(
       etaNs !== null ? this.client.zadd(this.delayedTasksKey, String(etaNs), body) : this.client.rpush(queue, body),
     );
@@ -379,6 +381,7 @@ export class RedisBroker implements Broker {
   #flushAcks(): void {
     const batches = [...this.#acks];
     this.#acks.clear();
+    corkForTick(this.client.stream);
     for (const [inflight, { bodies, done }] of batches) {
       const sent = bodies.length === 1 ? this.client.lrem(inflight, 1, bodies[0] as string) : ACK.run(this.client, [inflight], bodies);
       sent.then(
@@ -468,6 +471,7 @@ class RedisSubscription implements Subscription {
         continue;
       }
       try {
+        corkForTick(this.broker.client.stream);
         let bodies = (await CLAIM.run(this.broker.client, [this.queue, inflight], [free])) as string[];
         if (bodies.length === 0 && !this.#stopped) {
           const one = await this.blocking.blmove(this.queue, inflight, 'LEFT', 'RIGHT', 1);

@@ -19,3 +19,4 @@ export * from './message/state.js';
 export * from './periodic.js';
 export * from './config.js';
 export * from './create-server.js';
+export * from './cork.js';
