@@ -69,7 +69,13 @@ function pick(role: Role, url: string): AdapterRef | null {
   if (role === 'result_backend') {
     const expire = (u: string, c: MachineryConfig) => ({ url: u, resultsExpireIn: c.resultsExpireIn });
     if (redis) return { pkg: '@machinery-ts/backend-redis', exportName: 'RedisBackend', options: expire };
-    if (amqp) return { pkg: '@machinery-ts/backend-amqp', exportName: 'AmqpBackend', options: (u, c) => ({ ...expire(u, c), exchange: c.amqp.exchange }) };
+    if (amqp)
+      return {
+        pkg: '@machinery-ts/backend-amqp',
+        exportName: 'AmqpBackend',
+        // The exchange is declared with the broker's type: RabbitMQ refuses (406) a second type.
+        options: (u, c) => ({ ...expire(u, c), exchange: c.amqp.exchange, exchangeType: c.amqp.exchangeType }),
+      };
     if (s === 'mongodb' || s === 'mongodb+srv') return { pkg: '@machinery-ts/backend-mongo', exportName: 'MongoBackend', options: expire };
     if (s === 'memcache') return { pkg: '@machinery-ts/backend-memcache', exportName: 'MemcacheBackend', options: expire };
     return null;

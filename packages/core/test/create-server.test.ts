@@ -64,6 +64,12 @@ describe('createServer with a custom loader', () => {
     expect(server.backend).toBeInstanceOf(FakeBackend);
     expect(seen).toEqual([{ url: 'redis://:pw@r:6379/2', resultsExpireIn: 10 }]);
     await server.close();
+    const amqp = await createServer(
+      { resultBackend: 'amqp://guest:guest@mq:5672/', amqp: { exchange: 'jobs', exchangeType: 'topic' } },
+      { importModule: async (pkg) => (pkg === '@machinery-ts/backend-amqp' ? { AmqpBackend: FakeBackend } : {}) },
+    );
+    expect(seen[1]).toMatchObject({ url: 'amqp://guest:guest@mq:5672/', exchange: 'jobs', exchangeType: 'topic' });
+    await amqp.close();
     await expect(
       createServer({ lock: 'redis://r:6379' }, { importModule: async () => ({}) }),
     ).rejects.toThrow('lock "redis://r:6379": @machinery-ts/lock-redis does not export RedisLock');
