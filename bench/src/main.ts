@@ -255,14 +255,16 @@ function ratioCell(mine: (number | string)[] | undefined, theirs: (number | stri
 function groupTable(group: (typeof GROUPS)[number]): string {
   const members = systems.filter((s) => s.group === group.id);
   if (members.length === 0) return '';
-  const me = members.find((s) => s.id === group.base);
-  const peers = me ? members.filter((s) => s !== me) : [];
-  const head = ['case', 'unit', ...members.map((s) => s.label), ...peers.map((p) => `machinery-ts / ${p.label}`)];
+  // machinery-ts in each of its settings (e.g. `machinery`, `machinery-lean`) against every peer.
+  const mine = members.filter((s) => s.id === group.base || s.id.startsWith(`${group.base}-`));
+  const peers = members.filter((s) => !mine.includes(s));
+  const pairs = mine.flatMap((me) => peers.map((p) => ({ me, p })));
+  const head = ['case', 'unit', ...members.map((s) => s.label), ...pairs.map(({ me, p }) => `${me.label} / ${p.label}`)];
   const rows = metricsOf(group.id)
     .filter((m) => members.some((s) => results[s.id]?.[m.key]))
     .map((m) => {
       const cells = members.map((s) => cell(results[s.id]?.[m.key], m.unit));
-      const ratios = peers.map((p) => (m.noRatio ? '—' : ratioCell(results[me!.id]?.[m.key], results[p.id]?.[m.key])));
+      const ratios = pairs.map(({ me, p }) => (m.noRatio ? '—' : ratioCell(results[me.id]?.[m.key], results[p.id]?.[m.key])));
       return `| ${m.label} (${m.higherBetter ? 'higher' : 'lower'} is better) | ${m.unit} | ${[...cells, ...ratios].join(' | ')} |`;
     });
   return `## ${group.title}

@@ -14,6 +14,7 @@ server.registerTask('add', ([a, b]) => {
   track(Number(a));
   return add(Number(a), Number(b));
 });
-const worker = server.newWorker({ concurrency: workerConcurrency(), handleSignals: false });
+const progressStates = (process.env.BENCH_PROGRESS_STATES ?? 'all') as 'all' | 'started' | 'none';
+const worker = server.newWorker({ concurrency: workerConcurrency(), handleSignals: false, progressStates });
 await worker.start();
 ready();
