@@ -79,6 +79,25 @@ describe('RedisBackend states', () => {
     expect(await raw.get(uuid)).toBe(encodeTaskState(s!));
   });
 
+  it('keeps TaskName and CreatedAt from documents the fast path cannot read (escapes, other key order, spaces)', async () => {
+    const created = '2026-11-22T20:18:13.156749485Z';
+    const layouts = [
+      (u: string) => `{"TaskUUID":"${u}","TaskName":"say \\"hi\\" \\\\ bye","State":"PENDING","Results":null,"Error":"","CreatedAt":"${created}","TTL":0}`,
+      (u: string) => `{"TaskName":"reordered","TaskUUID":"${u}","CreatedAt":"${created}","State":"PENDING","TTL":0}`,
+      (u: string) => `{ "TaskUUID": "${u}", "TaskName": "spaced", "State": "PENDING", "CreatedAt": "${created}", "TTL": 0 }`,
+    ];
+    for (const [i, layout] of layouts.entries()) {
+      const uuid = id(`task${i}`);
+      const before = layout(uuid);
+      await raw.set(uuid, before, 'EX', 60);
+      await backend.setState({ taskUUID: uuid, taskName: 'other', state: 'STARTED' });
+      const after = await backend.getState(uuid);
+      expect(after?.TaskName).toBe((JSON.parse(before) as { TaskName: string }).TaskName);
+      expect(after?.CreatedAt).toBe(created);
+      expect(JSON.parse((await raw.get(uuid)) as string)).toMatchObject({ State: 'STARTED', CreatedAt: created });
+    }
+  });
+
   it('stores and returns a Go document with an int64 beyond 2^53 byte for byte', async () => {
     const uuid = id('task');
     const doc = `{"TaskUUID":"${uuid}","TaskName":"big","State":"SUCCESS","Results":[{"Type":"int64","Value":9007199254740993}],"Error":"","CreatedAt":"2026-11-22T20:18:13.156749485Z","TTL":0}`;
