@@ -20,7 +20,11 @@ export interface WorkerOptions {
   readonly consumerTag?: string;
   /** Tasks run at once. @default 10 */
   readonly concurrency?: number;
-  /** Deliveries held beyond `concurrency`, ready to start. @default 1 */
+  /**
+   * Deliveries held beyond `concurrency`, ready to start, so a finished task's slot refills
+   * without waiting for the broker (Go's Redis worker holds about as many). For long tasks,
+   * 0 or 1 leaves waiting messages to idle workers instead. @default concurrency
+   */
   readonly readAhead?: number;
   /** Queue to consume (Go's custom queue). @default the server's default queue */
   readonly queue?: string;
@@ -69,6 +73,8 @@ export class Worker {
   readonly #opts: Required<Omit<WorkerOptions, 'onPreTask' | 'onPostTask' | 'onError'>> & WorkerOptions;
   readonly #waiting: Delivery[] = [];
   readonly #running = new Set<Promise<void>>();
+  /** Settles under way of tasks whose outcome is recorded (their slot is already free). */
+  readonly #settling = new Set<Promise<void>>();
   readonly #unknownSeen = new Map<string, number>();
   #subscription: Subscription | undefined;
   #stopping = false;
@@ -79,7 +85,7 @@ export class Worker {
     this.#opts = {
       consumerTag: 'machinery-ts-worker',
       concurrency: 10,
-      readAhead: 1,
+      readAhead: options.concurrency ?? 10,
       queue: server.defaultQueue,
       taskTimeoutMs: 0,
       maxRetryDelayMs: 3_600_000,
@@ -91,6 +97,7 @@ export class Worker {
       ...options,
     };
     if (!(this.#opts.concurrency >= 1)) throw new RangeError(`concurrency must be at least 1, found ${this.#opts.concurrency}`);
+    if (!(this.#opts.readAhead >= 0)) throw new RangeError(`readAhead must be 0 or more, found ${this.#opts.readAhead}`);
   }
 
   /** Starts consuming. Resolves once the subscription is up. */
@@ -162,9 +169,14 @@ export class Worker {
       // Requeue at the head in reverse so the queue keeps its order.
       for (const d of waiting.reverse()) await d.settle({ kind: 'requeue' });
     })());
-    if (options.abandonRunning) return stopping;
+    // Settles in flight are waited for either way: they are quick, and a lost ack means a rerun.
+    const settled = async (): Promise<void> => {
+      while (this.#settling.size > 0) await Promise.allSettled([...this.#settling]);
+    };
+    if (options.abandonRunning) return stopping.then(settled);
     return stopping.then(async () => {
       while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+      await settled();
     });
   }
 
@@ -192,7 +204,13 @@ export class Worker {
       this.#reportError(err as Error);
       return { kind: 'retry-later', delayMs: 1000 };
     });
-    await delivery.settle(outcome);
+    // The slot frees once the outcome is recorded: the broker's settle (an ack round trip on
+    // most transports) finishes in the background, still counted against prefetch there.
+    const settling: Promise<void> = delivery
+      .settle(outcome)
+      .catch((err: unknown) => this.#reportError(err as Error))
+      .finally(() => this.#settling.delete(settling));
+    this.#settling.add(settling);
   }
 
   async #process(delivery: Delivery): Promise<Outcome> {

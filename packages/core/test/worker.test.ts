@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   MemoryBroker,
   ResultTimeoutError,
@@ -332,6 +332,57 @@ describe('Server.sendTasks', () => {
       throw new Error('backend down');
     };
     await expect(server.sendTasks([{ Name: 'add' }, { Name: 'add' }])).rejects.toThrow('Set state pending error: backend down');
+    expect(broker.transport.pending('machinery_tasks')).toEqual([]);
+  });
+});
+
+describe('Worker slots and prefetch', () => {
+  it('asks the broker for concurrency + readAhead (default: concurrency) and refuses a negative readAhead', async () => {
+    const server = new Server();
+    servers.push(server);
+    const prefetches: number[] = [];
+    const consume = server.broker.consume.bind(server.broker);
+    server.broker.consume = async (queue, options) => {
+      prefetches.push(options.prefetch);
+      return consume(queue, options);
+    };
+    for (const options of [{ concurrency: 7 }, { concurrency: 7, readAhead: 0 }, {}]) {
+      const w = server.newWorker({ handleSignals: false, ...options });
+      await w.start();
+      await w.stop();
+    }
+    expect(prefetches).toEqual([14, 7, 20]);
+    expect(() => server.newWorker({ readAhead: -1 })).toThrow('readAhead must be 0 or more, found -1');
+  });
+
+  it('frees a slot once the outcome is recorded, before the broker confirms the ack; stop() still waits for the ack', async () => {
+    const { server, worker, broker } = await setup({ concurrency: 1, readAhead: 1 });
+    const started: number[] = [];
+    server.registerTask('step', ([n]) => void started.push(Number(n)));
+    const releases: (() => void)[] = [];
+    const consume = broker.consume.bind(broker);
+    broker.consume = async (queue, options) =>
+      consume(queue, {
+        ...options,
+        onDelivery: (d) => {
+          const settle = d.settle.bind(d);
+          // Acks that take until the test lets them through.
+          options.onDelivery(Object.assign(Object.create(d) as typeof d, {
+            settle: (o: Parameters<typeof settle>[0]) => new Promise<void>((r) => releases.push(r)).then(() => settle(o)),
+          }));
+        },
+      });
+    await server.sendTask({ Name: 'step', Args: [int(1)] });
+    await server.sendTask({ Name: 'step', Args: [int(2)] });
+    await worker.start();
+    await vi.waitFor(() => expect(started).toEqual([1, 2]));
+    expect(releases).toHaveLength(2);
+    let stopped = false;
+    const stopping = worker.stop().then(() => (stopped = true));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(stopped).toBe(false);
+    for (const release of releases) release();
+    await stopping;
     expect(broker.transport.pending('machinery_tasks')).toEqual([]);
   });
 });
