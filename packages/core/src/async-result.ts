@@ -1,5 +1,5 @@
 import type { Backend } from './contracts/backend.js';
-import { ResultTimeoutError, TaskFailedError } from './errors.js';
+import { ConfigError, ResultTimeoutError, TaskFailedError } from './errors.js';
 import { resultsFromWire } from './message/reflect.js';
 import { type TaskState, TaskStates, isCompleted } from './message/signature.js';
 
@@ -43,6 +43,9 @@ export class AsyncResult<R extends unknown[] = unknown[]> {
 }
 
 export async function waitCompleted(backend: Backend, taskUUID: string, options: GetOptions = {}): Promise<TaskState> {
+  if (backend.capabilities.storesStates === false) {
+    throw new ConfigError(`cannot wait for task ${taskUUID}: the result backend stores no states (NullBackend); configure one that does`);
+  }
   const timeoutMs = options.timeoutMs ?? 60_000;
   const deadline = Date.now() + timeoutMs;
   let pollMs = POLL_START_MS;

@@ -7,6 +7,7 @@ import type { Broker } from './contracts/broker.js';
 import type { Lock } from './contracts/lock.js';
 import { ConfigError } from './errors.js';
 import { Server } from './server.js';
+import { NullBackend } from './memory/null-backend.js';
 
 type Role = 'broker' | 'result_backend' | 'lock';
 
@@ -127,10 +128,11 @@ async function importAdapter(ref: AdapterRef, role: Role, url: string, options: 
 
 async function build(role: Role, url: string, config: MachineryConfig, options: CreateServerOptions): Promise<(() => unknown) | undefined> {
   if (IN_MEMORY.has(url.trim().toLowerCase())) return undefined;
+  if (role === 'result_backend' && url.trim().toLowerCase() === 'null') return () => new NullBackend();
   const ref = pick(role, url);
   if (!ref) {
     const expected =
-      role === 'broker' ? 'memory, eager, redis://, amqp:// or https://sqs…' : role === 'lock' ? 'memory, eager or redis://' : 'memory, eager, redis://, amqp://, mongodb:// or memcache://';
+      role === 'broker' ? 'memory, eager, redis://, amqp:// or https://sqs…' : role === 'lock' ? 'memory, eager or redis://' : 'memory, eager, null, redis://, amqp://, mongodb:// or memcache://';
     throw new ConfigError(`${role}: expected ${expected}, found "${redactUrl(url)}"`);
   }
   const Ctor = await importAdapter(ref, role, url, options);
@@ -141,7 +143,7 @@ async function build(role: Role, url: string, config: MachineryConfig, options: 
  * A Server whose adapters are picked by URL scheme: `memory`/`eager` → in-memory; `redis://` →
  * `@machinery-ts/broker-redis`, `backend-redis`, `lock-redis`; `amqp://` → `broker-amqp`,
  * `backend-amqp`; `https://sqs…` → `broker-sqs`; `mongodb://` → `backend-mongo`; `memcache://` →
- * `backend-memcache`. Adapter packages are optional; a missing one is a `ConfigError` with the
+ * `backend-memcache`; a `null` result backend stores nothing (`NullBackend`). Adapter packages are optional; a missing one is a `ConfigError` with the
  * `pnpm add` command. Accepts `loadConfig()`'s result or a partial config over the defaults.
  */
 export async function createServer(config: MachineryConfig | PartialConfig = {}, options: CreateServerOptions = {}): Promise<Server> {

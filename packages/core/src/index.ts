@@ -10,6 +10,7 @@ export * from './message/time.js';
 export * from './memory/memory-broker.js';
 export * from './memory/memory-backend.js';
 export * from './memory/memory-lock.js';
+export * from './memory/null-backend.js';
 export * from './task.js';
 export * from './async-result.js';
 export * from './workflow.js';

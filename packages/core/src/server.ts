@@ -2,7 +2,7 @@ import { AsyncResult, type GetOptions, waitCompleted } from './async-result.js';
 import type { Backend } from './contracts/backend.js';
 import type { Broker } from './contracts/broker.js';
 import type { Lock } from './contracts/lock.js';
-import { MachineryError } from './errors.js';
+import { ConfigError, MachineryError } from './errors.js';
 import { type Signature, type SignatureInit, TaskStates, newSignature, newTaskUUID } from './message/signature.js';
 import { MemoryBackend } from './memory/memory-backend.js';
 import { MemoryBroker } from './memory/memory-broker.js';
@@ -154,6 +154,9 @@ export class Server {
 
   /** `R` comes from a typed chord's callback; an untyped chord may still name it. */
   async sendChord<R extends unknown[] = unknown[]>(c: Chord<R> | Chord, options: { concurrency?: number } = {}): Promise<ChordAsyncResult<R>> {
+    if (this.backend.capabilities.storesStates === false) {
+      throw new ConfigError('a chord needs a result backend that stores states: its callback fires from the members\' stored results (this one is a NullBackend)');
+    }
     const members = await this.sendGroup(c.group, options);
     return new ChordAsyncResult<R>(members, new AsyncResult<R>(c.callback.UUID, this.backend));
   }

@@ -15,6 +15,8 @@ import {
   newSignature,
   call,
   partial,
+  NullBackend,
+  createServer,
 } from '../src/index.js';
 
 let servers: Server[] = [];
@@ -384,5 +386,27 @@ describe('Worker slots and prefetch', () => {
     for (const release of releases) release();
     await stopping;
     expect(broker.transport.pending('machinery_tasks')).toEqual([]);
+  });
+});
+
+describe('NullBackend', () => {
+  it('runs tasks, groups and chains without storing anything, and says so instead of hanging', async () => {
+    const server = await createServer({ resultBackend: 'null' });
+    servers.push(server);
+    expect(server.backend).toBeInstanceOf(NullBackend);
+    const ran: bigint[] = [];
+    server.registerTask('record', ([n]) => void ran.push(n as bigint));
+    const worker = server.newWorker({ handleSignals: false });
+    workers.push(worker);
+    await worker.start();
+    const r = await server.sendTask({ Name: 'record', Args: [int(1)] });
+    await expect(r.get({ timeoutMs: 60_000 })).rejects.toThrow('cannot wait for task');
+    await server.sendGroup(group(newSignature({ Name: 'record', Args: [int(2)] }), newSignature({ Name: 'record', Args: [int(3)] })));
+    await server.sendChain(chain(newSignature({ Name: 'record', Args: [int(4)], Immutable: true }), newSignature({ Name: 'record', Args: [int(5)] })));
+    await vi.waitFor(() => expect([...ran].sort()).toEqual([1n, 2n, 3n, 4n, 5n]));
+    expect(await server.backend.getState(r.taskUUID)).toBeNull();
+    await expect(server.sendChord(chord(group(newSignature({ Name: 'record', Args: [int(6)] })), newSignature({ Name: 'record' })))).rejects.toThrow(
+      'a chord needs a result backend that stores states',
+    );
   });
 });

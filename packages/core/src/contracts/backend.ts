@@ -93,6 +93,11 @@ export interface BackendCapabilities {
    * confirmed. Absent means no: the worker waits.
    */
   readonly orderedWrites?: boolean;
+  /**
+   * `false` for a backend that keeps nothing (`NullBackend`): waiting for a result or firing
+   * a chord can never succeed, so callers refuse at once. Absent means it stores states.
+   */
+  readonly storesStates?: boolean;
 }
 
 export interface StateUpdate {
