@@ -18,6 +18,7 @@ import {
   encodeGroupMeta,
   encodeTaskState,
   isCompleted,
+  waitForAnnouncedState,
   mergeTaskState,
   newGroupMeta,
 } from '@machinery-ts/core';
@@ -766,53 +767,17 @@ export class AmqpBackend implements Backend {
    */
   async waitForState(taskUUID: string, options: WaitOptions): Promise<TaskState | null> {
     if (this.#closed || options.signal?.aborted) return this.getState(taskUUID);
-    let last: TaskState | null = null;
-    return new Promise<TaskState | null>((resolve, reject) => {
-      let done = false;
-      let reading = false;
-      let again = false;
-      const finish = (value: TaskState | null, error?: unknown): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        clearInterval(poll);
-        options.signal?.removeEventListener('abort', onEnd);
-        this.#waiters.delete(onEnd);
-        this.#unlisten(taskUUID, check);
-        if (error === undefined) resolve(value);
-        else reject(error);
-      };
-      const check = (): void => {
-        if (done) return;
-        if (reading) {
-          again = true;
-          return;
-        }
-        reading = true;
-        this.getState(taskUUID).then(
-          (state) => {
-            reading = false;
-            last = state;
-            if (isCompleted(state)) finish(state);
-            else if (again) {
-              again = false;
-              check();
-            }
-          },
-          (err: unknown) => {
-            reading = false;
-            if (this.#closed) finish(last);
-            else finish(null, err);
-          },
-        );
-      };
-      const onEnd = (): void => finish(last);
-      const timer = setTimeout(onEnd, Math.max(0, options.timeoutMs));
-      const poll = setInterval(check, this.#pollMs);
-      options.signal?.addEventListener('abort', onEnd, { once: true });
-      this.#waiters.add(onEnd);
-      // Bind first, then read, so a write between the two is not missed.
-      this.#listen(taskUUID, check).then(check, () => check());
+    return waitForAnnouncedState({
+      ...options,
+      read: () => this.getState(taskUUID),
+      // The announcement only says "written": every wake reads.
+      listen: (wake) => {
+        const onWrite = (): void => wake();
+        return { ready: this.#listen(taskUUID, onWrite), stop: () => this.#unlisten(taskUUID, onWrite) };
+      },
+      pollMs: this.#pollMs,
+      closing: this.#waiters,
+      isClosed: () => this.#closed,
     });
   }
 

@@ -15,8 +15,8 @@ import {
   encodeGroupMeta,
   corkForTick,
   encodeTaskState,
-  isCompleted,
   mergeTaskState,
+  waitForAnnouncedState,
   stringifyExactJson,
 } from '@machinery-ts/core';
 import { RESET_CHORD_LUA, SET_STATE_LUA, TRIGGER_CHORD_LUA } from './scripts.js';
@@ -200,70 +200,27 @@ export class RedisBackend implements Backend {
   }
 
   async waitForState(taskUUID: string, options: WaitOptions): Promise<TaskState | null> {
-    if (this.#closed) return this.getState(taskUUID);
-    let last: TaskState | null = null;
-    if (options.signal?.aborted) return this.getState(taskUUID);
-    return new Promise<TaskState | null>((resolve, reject) => {
-      let done = false;
-      let reading = false;
-      let again = false;
-      const finish = (value: TaskState | null, error?: unknown): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        clearInterval(poll);
-        options.signal?.removeEventListener('abort', onAbort);
-        this.#waiters.delete(onClose);
-        this.#unlisten(taskUUID, onMessage);
-        if (error === undefined) resolve(value);
-        else reject(error);
-      };
-      // One GET at a time; a wake-up during a read schedules one more read.
-      const check = (): void => {
-        if (done) return;
-        if (reading) {
-          again = true;
-          return;
-        }
-        reading = true;
-        this.getState(taskUUID).then(
-          (state) => {
-            reading = false;
-            last = state;
-            if (isCompleted(state)) finish(state);
-            else if (again) {
-              again = false;
-              check();
-            }
-          },
-          (err: unknown) => {
-            reading = false;
-            if (this.#closed) finish(last);
-            else finish(null, err);
-          },
-        );
-      };
-      const onAbort = (): void => finish(last);
-      const onClose = (): void => finish(last);
-      const timer = setTimeout(() => finish(last), Math.max(0, options.timeoutMs));
-      const poll = setInterval(check, this.#pollMs);
-      // The announcement carries the document written: a completed one ends the wait with
-      // no further read. Anything else (an older announcer's bare state name) means "read".
-      const onMessage = (message: string): void => {
-        if (done) return;
-        let state: TaskState | null = null;
-        try {
-          if (message.startsWith('{')) state = decodeTaskState(message);
-        } catch {
-          state = null;
-        }
-        if (state && state.TaskUUID === taskUUID && isCompleted(state)) finish(state);
-        else check();
-      };
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      this.#waiters.add(onClose);
-      // Subscribe first, then read, so a write between the two is not missed.
-      this.#listen(taskUUID, onMessage).then(check, (err: unknown) => finish(null, err));
+    if (this.#closed || options.signal?.aborted) return this.getState(taskUUID);
+    return waitForAnnouncedState({
+      ...options,
+      read: () => this.getState(taskUUID),
+      listen: (wake) => {
+        // The announcement carries the document written, so a completed one ends the wait with
+        // no further read. Anything else (an older announcer's bare state name) means "read".
+        const onMessage = (message: string): void => {
+          let state: TaskState | null = null;
+          try {
+            if (message.startsWith('{')) state = decodeTaskState(message);
+          } catch {
+            state = null;
+          }
+          wake(state?.TaskUUID === taskUUID ? state : null);
+        };
+        return { ready: this.#listen(taskUUID, onMessage), stop: () => this.#unlisten(taskUUID, onMessage) };
+      },
+      pollMs: this.#pollMs,
+      closing: this.#waiters,
+      isClosed: () => this.#closed,
     });
   }
 

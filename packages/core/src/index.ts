@@ -21,3 +21,4 @@ export * from './periodic.js';
 export * from './config.js';
 export * from './create-server.js';
 export * from './cork.js';
+export * from './wait-state.js';

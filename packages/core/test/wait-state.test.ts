@@ -1,0 +1,99 @@
+import { describe, expect, it } from 'vitest';
+import { type TaskState, waitForAnnouncedState } from '../src/index.js';
+
+const state = (State: TaskState['State']): TaskState => ({
+  TaskUUID: 't',
+  TaskName: 'add',
+  State,
+  Results: State === 'SUCCESS' ? [] : null,
+  Error: '',
+  CreatedAt: '0001-01-01T00:00:00Z',
+  TTL: 0,
+});
+
+/** A fake store: `stored` is what a read returns; `announce` plays the transport's notification. */
+function harness(initial: TaskState | null) {
+  let stored = initial;
+  let reads = 0;
+  let wake: ((s?: TaskState | null) => void) | undefined;
+  let listening = false;
+  const closing = new Set<() => void>();
+  let closed = false;
+  let failReads = false;
+  return {
+    set: (s: TaskState | null) => (stored = s),
+    announce: (s?: TaskState | null) => wake?.(s),
+    reads: () => reads,
+    listening: () => listening,
+    close: () => {
+      closed = true;
+      for (const end of [...closing]) end();
+    },
+    failReads: () => (failReads = true),
+    closing,
+    wait: (timeoutMs: number, signal?: AbortSignal) =>
+      waitForAnnouncedState({
+        timeoutMs,
+        ...(signal ? { signal } : {}),
+        pollMs: 60_000,
+        closing,
+        isClosed: () => closed,
+        read: async () => {
+          reads += 1;
+          if (failReads) throw new Error('store down');
+          return stored;
+        },
+        listen: (w) => {
+          wake = w;
+          listening = true;
+          return { ready: Promise.resolve(), stop: () => (listening = false) };
+        },
+      }),
+  };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 10));
+
+describe('waitForAnnouncedState', () => {
+  it('reads once after listening, ends on an announced completed state without another read, and stops listening', async () => {
+    const h = harness(state('PENDING'));
+    const waiting = h.wait(5000);
+    await tick();
+    expect(h.reads()).toBe(1);
+    h.announce(state('SUCCESS'));
+    expect((await waiting)?.State).toBe('SUCCESS');
+    expect(h.reads()).toBe(1);
+    expect(h.listening()).toBe(false);
+    expect(h.closing.size).toBe(0);
+  });
+
+  it('reads again on an announcement that carries no state', async () => {
+    const h = harness(state('STARTED'));
+    const waiting = h.wait(5000);
+    await tick();
+    h.set(state('FAILURE'));
+    h.announce();
+    expect((await waiting)?.State).toBe('FAILURE');
+    expect(h.reads()).toBe(2);
+  });
+
+  it('ends with the last state read at the deadline, on abort and on close', async () => {
+    const h = harness(state('STARTED'));
+    expect((await h.wait(30))?.State).toBe('STARTED');
+    const abort = new AbortController();
+    const aborted = h.wait(5000, abort.signal);
+    await tick();
+    abort.abort();
+    expect((await aborted)?.State).toBe('STARTED');
+    const closing = h.wait(5000);
+    await tick();
+    h.close();
+    expect((await closing)?.State).toBe('STARTED');
+  });
+
+  it('rejects when a read fails while the backend is open', async () => {
+    const h = harness(null);
+    h.failReads();
+    await expect(h.wait(5000)).rejects.toThrow('store down');
+  });
+});
