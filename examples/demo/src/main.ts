@@ -1,5 +1,5 @@
 // The machinery-ts demo on the in-memory default: no servers needed.
-import { RetryTaskLater, Scheduler, Server, arg, chain, chord, defineTask, group, newSignature } from '@machinery-ts/core';
+import { RetryTaskLater, Scheduler, Server, arg, call, chain, chord, defineTask, group, newSignature, partial } from '@machinery-ts/core';
 
 const sum = defineTask({
   name: 'sum',
@@ -19,12 +19,19 @@ const multiply = defineTask({
   results: ['int64'],
   run: ([a, b]) => a * b,
 });
+const add4 = defineTask({
+  name: 'add4',
+  args: ['int64', 'int64', 'int64', 'int64'],
+  results: ['int64'],
+  run: ([a, b, c, d]) => a + b + c + d,
+});
 
 let flakyCalls = 0;
 const server = new Server();
 server.registerTask(sum);
 server.registerTask(add);
 server.registerTask(multiply);
+server.registerTask(add4);
 // Fails twice, then succeeds: RetryTaskLater asks for another run after 200 ms.
 server.registerTask('flaky', () => {
   flakyCalls += 1;
@@ -51,34 +58,22 @@ const r4 = await server.sendTask({ Name: 'add', ETA: eta, Args: [arg('int64', 40
 const etaResult = (await r4.get({ timeoutMs: 5000 }))[0];
 console.log(`add(40, 2) at ETA = ${String(etaResult)} (ran after ${Date.now() - started} ms, ETA was 500 ms)`);
 
-const g = group(
-  newSignature({ Name: 'add', Args: [arg('int64', 1n), arg('int64', 1n)] }),
-  newSignature({ Name: 'add', Args: [arg('int64', 2n), arg('int64', 2n)] }),
-  newSignature({ Name: 'add', Args: [arg('int64', 3n), arg('int64', 3n)] }),
-);
+// Typed signatures: `call` checks the arguments against the task's Go types at compile time.
+const g = group(call(add, 1n, 1n), call(add, 2n, 2n), call(add, 3n, 3n));
 const members = await server.sendGroup(g);
 const groupValues = await Promise.all(members.map(async (m) => String((await m.get({ timeoutMs: 5000 }))[0])));
 console.log('group add(n, n)  =', groupValues.join(', '));
 
-// The callback receives every member's result appended to its own args: sum of [1+1, 2+2, 3+3].
-const c = chord(
-  group(
-    newSignature({ Name: 'add', Args: [arg('int64', 1n), arg('int64', 1n)] }),
-    newSignature({ Name: 'add', Args: [arg('int64', 2n), arg('int64', 2n)] }),
-    newSignature({ Name: 'add', Args: [arg('int64', 3n), arg('int64', 3n)] }),
-  ),
-  newSignature({ Name: 'add3', Args: [arg('int64', 100n)] }),
-);
-server.registerTask('add3', ([a, b, c2, d]) => (a as bigint) + (b as bigint) + (c2 as bigint) + (d as bigint));
+// The callback receives every member's result appended to its own args: 100 + [1+1, 2+2, 3+3].
+// `partial(add4, 100n)` is missing three int64s, exactly what the three members return, so it
+// compiles; with two members, or a member returning a string, it would not.
+const c = chord(group(call(add, 1n, 1n), call(add, 2n, 2n), call(add, 3n, 3n)), partial(add4, 100n));
 const chordResult = await server.sendChord(c);
 console.log('chord 100+2+4+6  =', String((await chordResult.get({ timeoutMs: 5000 }))[0]));
 
 // Go's README example: multiply(4, add(5, 5, add(1, 1)))... here add(1,1) → add(5, 2) → multiply(4, 7).
-const ch = chain(
-  newSignature({ Name: 'add', Args: [arg('int64', 1n), arg('int64', 1n)] }),
-  newSignature({ Name: 'add', Args: [arg('int64', 5n)] }),
-  newSignature({ Name: 'multiply', Args: [arg('int64', 4n)] }),
-);
+// Each later link is missing the one int64 the previous link returns.
+const ch = chain(call(add, 1n, 1n), partial(add, 5n), partial(multiply, 4n));
 const chainResult = await server.sendChain(ch);
 console.log('chain 4*(5+(1+1)) =', String((await chainResult.get({ timeoutMs: 5000 }))[0]));
 
