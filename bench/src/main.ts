@@ -324,11 +324,11 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
 - **RabbitMQ**: both systems use a fresh durable queue per run (deleted after it), persistent messages (delivery mode 2),
   publisher confirms awaited for every message, manual acks, one ack per message. raw amqplib publishes with
   \`sendToQueue\` (default exchange) and consumes with \`prefetch(concurrency)\`; machinery-ts publishes through a
-  per-run direct exchange bound to the queue (its usual topology) and consumes with prefetch = concurrency + 1.
-  machinery-ts keeps task states in **RedisBackend** on the Redis server above: the core has no "no results" backend,
-  its memory backend cannot be shared by two processes, and Redis states are what a user wanting durable results
-  next to a durable queue would run. So machinery-ts does more work per task here than raw amqplib, which keeps no
-  state at all (its completion count lives in the worker process).
+  per-run direct exchange bound to the queue (its usual topology) and consumes with its worker's default prefetch,
+  concurrency + readAhead (= 2 × concurrency). machinery-ts runs twice: with task states in **RedisBackend** on the
+  Redis server above (what a user wanting durable results next to a durable queue would run; more work per task
+  than raw amqplib does), and with **NullBackend**, which stores nothing — the same durability as raw amqplib, whose
+  completion count lives in the worker process, as machinery-ts's does in that run.
 `;
 }
 
