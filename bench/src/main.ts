@@ -296,11 +296,12 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
 - **Task**: \`add(a, b)\` returning the sum, \`a\` the task's index. Every system runs it with its default settings, except where noted.
 - **Bulk enqueue**: time to enqueue N tasks with no worker running, in batches of 1000: BullMQ \`addBulk\`,
   bee-queue \`saveAll\`, raw \`LPUSH\` of 1000 messages, raw amqplib 1000 publishes then \`waitForConfirms\`,
-  machinery-ts 1000 concurrent \`sendTask\` calls (machinery-ts has no bulk API; each send writes the PENDING
-  state to the backend and publishes the message). **One at a time**: each enqueue awaited before the next.
+  machinery-ts \`sendTasks\` of 1000 (the PENDING states in one pipeline, then one \`publishBatch\`).
+  **One at a time**: \`sendTask\` (PENDING, then publish), each awaited before the next.
 - **End to end**: the worker is a separate process (\`node --conditions=source --import tsx src/worker-<system>.ts\`)
   at concurrency 1, 10 or 100. Throughput = N / (first send → last completion seen by the producer), the producer
-  polling every 10 ms: machinery-ts reads the task states in the Redis backend (\`MGET\` of the unfinished ones),
+  polling every 10 ms: machinery-ts reads the task states in the Redis backend (\`MGET\` of the unfinished ones, up
+  to the first chunk of 1000 with one unfinished, since tasks finish roughly in order),
   BullMQ \`getJobCounts('completed','failed')\` (results kept: \`removeOnComplete\` is off by default),
   bee-queue \`checkHealth()\`, raw ioredis a done counter the worker \`INCR\`s, raw amqplib the worker process's
   count of tasks run (asked over the IPC channel; it acks right after). Each run checks that all N completed and
