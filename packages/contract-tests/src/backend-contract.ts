@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type Backend, TaskStates } from '@machinery-ts/core';
+import { type Backend, MemoryBroker, MemoryTransport, Server, TaskStates, arg, chord, group, newSignature } from '@machinery-ts/core';
 import { afterEach, describe, expect, it } from 'vitest';
 
 export interface BackendContractOptions {
@@ -8,6 +8,8 @@ export interface BackendContractOptions {
   /** Members and racers of the chord race. @default 50 and 4 */
   readonly chordMembers?: number;
   readonly chordRacers?: number;
+  /** Members of the chord the core Worker runs end to end on 4 workers. @default 40 */
+  readonly workerChordMembers?: number;
 }
 
 export function backendContract(name: string, options: BackendContractOptions): void {
@@ -116,6 +118,47 @@ export function backendContract(name: string, options: BackendContractOptions): 
         }),
       );
       expect(fired).toBe(1);
+    });
+
+    it('carries the core Worker: exact int64 results, a chord over 4 workers firing once, a failed member rejecting its chord', async () => {
+      // Four servers on one in-memory queue, each with its own backend, stand for four worker processes.
+      const transport = new MemoryTransport();
+      const servers = await Promise.all(
+        Array.from({ length: 4 }, async () => new Server({ broker: new MemoryBroker({ transport }), backend: await make() })),
+      );
+      let callbacks = 0;
+      const workers = servers.map((s) => {
+        s.registerTask('double', ([n]) => (n as bigint) * 2n);
+        s.registerTask('fail', () => {
+          throw new Error('member failed for good');
+        });
+        s.registerTask('total', (args) => {
+          callbacks += 1;
+          return (args as bigint[]).reduce((a, b) => a + b, 0n);
+        });
+        return s.newWorker({ concurrency: 8, handleSignals: false, onError: () => {} });
+      });
+      try {
+        await Promise.all(workers.map((w) => w.start()));
+        const producer = servers[0] as Server;
+        const one = await producer.sendTask({ Name: 'double', Args: [arg('int64', 4611686018427387903n)] });
+        expect(await one.get({ timeoutMs: 10_000 })).toEqual([9223372036854775806n]);
+
+        const n = options.workerChordMembers ?? 40;
+        const members = Array.from({ length: n }, (_, i) => newSignature({ Name: 'double', Args: [arg('int64', BigInt(i))] }));
+        const r = await producer.sendChord(chord(group(...members), newSignature({ Name: 'total' })), { concurrency: 16 });
+        expect(await r.get({ timeoutMs: 20_000 })).toEqual([BigInt(n * (n - 1))]);
+
+        const bad = await producer.sendChord(
+          chord(group(newSignature({ Name: 'double', Args: [arg('int64', 1n)] }), newSignature({ Name: 'fail' })), newSignature({ Name: 'total' })),
+        );
+        await expect(bad.get({ timeoutMs: 10_000 })).rejects.toThrow('member failed for good');
+        await new Promise((res) => setTimeout(res, 200));
+        expect(callbacks).toBe(1);
+      } finally {
+        await Promise.all(workers.map((w) => w.stop()));
+        await Promise.all(servers.map((s) => s.close()));
+      }
     });
 
     it('waitForState (when offered) resolves on completion and returns at its deadline', async () => {
