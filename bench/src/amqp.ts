@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import amqp from 'amqplib';
 import { benchAmqpBroker } from './amqp-broker.js';
 import { AMQP_URL } from './common.js';
-import { NullBackend, Server, arg } from '@machinery-ts/core';
 import { type Producer, type Run, type System, machineryProducer } from './systems.js';
 
 const CHUNK = 1000;
@@ -24,37 +23,12 @@ async function dropQueue(queue: string, exchange: boolean): Promise<void> {
   }
 }
 
-async function machineryAmqp(run: Run): Promise<Producer> {
-  const p = machineryProducer(benchAmqpBroker(run.queue), run.queue);
+async function machineryAmqp(run: Run, stored = true): Promise<Producer> {
+  const p = machineryProducer(benchAmqpBroker(run.queue), run.queue, { stored });
   return {
     ...p,
     async close() {
       await p.close();
-      await dropQueue(run.queue, true);
-    },
-  };
-}
-
-/** machinery-ts with NullBackend: nothing stored, completions counted by the worker (as for raw amqplib). */
-async function machineryAmqpNull(run: Run): Promise<Producer> {
-  const server = new Server({ broker: benchAmqpBroker(run.queue), backend: new NullBackend(), defaultQueue: run.queue });
-  const sig = (i: number) => ({ Name: 'add', Args: [arg('int64', BigInt(i)), arg('int64', 1n)] });
-  return {
-    async enqueue(n) {
-      for (let i = 0; i < n; i += CHUNK) {
-        const batch = [];
-        for (let j = i; j < Math.min(n, i + CHUNK); j++) batch.push(sig(j));
-        await server.sendTasks(batch);
-      }
-    },
-    async enqueueOne(n) {
-      for (let i = 0; i < n; i++) await server.sendTask(sig(i));
-    },
-    async counts(worker) {
-      return { done: (await worker.stats()).executed, failed: 0 };
-    },
-    async close() {
-      await server.close();
       await dropQueue(run.queue, true);
     },
   };
@@ -98,7 +72,7 @@ export const AMQP_SYSTEMS: System[] = [
     label: 'machinery-ts (amqp broker, NullBackend)',
     group: 'amqp',
     worker: 'worker-machinery-amqp-null.ts',
-    open: machineryAmqpNull,
+    open: (run) => machineryAmqp(run, false),
   },
   { id: 'amqplib', label: 'raw amqplib (confirms, prefetch, ack each)', group: 'amqp', worker: 'worker-amqplib.ts', open: rawAmqp },
 ];

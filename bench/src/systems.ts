@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { RedisBackend } from '@machinery-ts/backend-redis';
 import { RedisBroker } from '@machinery-ts/broker-redis';
-import { type Broker, Server, arg } from '@machinery-ts/core';
+import { type Broker, NullBackend, Server, arg } from '@machinery-ts/core';
 import BeeQueue from 'bee-queue';
 import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -57,9 +57,14 @@ export const limits = {
 export let beeLostEvents = 0;
 
 /** machinery-ts with states in RedisBackend, on any broker; completion read from the states. */
-export function machineryProducer(broker: Broker, queue: string): Producer {
-  const backend = new RedisBackend({ url: benchUrl(), waitPollMs: 50 });
-  const server = new Server({ broker, backend, defaultQueue: queue });
+/**
+ * machinery-ts with states in RedisBackend, or with `stored: false` in NullBackend, whose
+ * completions only the worker process can count (as for raw amqplib).
+ */
+export function machineryProducer(broker: Broker, queue: string, options: { stored?: boolean } = {}): Producer {
+  const stored = options.stored ?? true;
+  const backend = stored ? new RedisBackend({ url: benchUrl(), waitPollMs: 50 }) : null;
+  const server = new Server({ broker, backend: backend ?? new NullBackend(), defaultQueue: queue });
   let pending: string[] = [];
   let done = 0;
   let failed = 0;
@@ -69,13 +74,17 @@ export function machineryProducer(broker: Broker, queue: string): Producer {
       for (let i = 0; i < n; i += CHUNK) {
         const batch = [];
         for (let j = i; j < Math.min(n, i + CHUNK); j++) batch.push(sig(j));
-        for (const r of await server.sendTasks(batch)) pending.push(r.taskUUID);
+        for (const r of await server.sendTasks(batch)) if (backend) pending.push(r.taskUUID);
       }
     },
     async enqueueOne(n) {
-      for (let i = 0; i < n; i++) pending.push((await server.sendTask(sig(i))).taskUUID);
+      for (let i = 0; i < n; i++) {
+        const r = await server.sendTask(sig(i));
+        if (backend) pending.push(r.taskUUID);
+      }
     },
-    async counts() {
+    async counts(worker) {
+      if (!backend) return { done: (await worker.stats()).executed, failed: 0 };
       const still: string[] = [];
       for (let i = 0; i < pending.length; i += CHUNK) {
         const ids = pending.slice(i, i + CHUNK);
@@ -95,10 +104,13 @@ export function machineryProducer(broker: Broker, queue: string): Producer {
       pending = still;
       return { done, failed };
     },
-    async roundTrip() {
-      const r = await server.sendTask(sig(1));
-      await r.get({ timeoutMs: limits.roundTripMs });
-    },
+    // Nothing to await a result from without stored states.
+    ...(backend && {
+      async roundTrip() {
+        const r = await server.sendTask(sig(1));
+        await r.get({ timeoutMs: limits.roundTripMs });
+      },
+    }),
     async close() {
       await server.close();
     },
