@@ -407,11 +407,12 @@ export class RedisBroker implements Broker {
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
     this.#timers.clear();
+    // Acks still gathering go out first: on this one connection Redis then removes their
+    // messages before the release below could hand them back to the queue (a rerun).
+    if (this.#acks.size > 0) this.#flushAcks();
     // Unsettled deliveries go back to the queue head at once rather than after the lease.
     await Promise.allSettled(subs.map((s) => s.abandon()));
     this.#subs.clear();
-    // Acks still gathering go out now, ahead of QUIT on the same connection.
-    if (this.#acks.size > 0) this.#flushAcks();
     if (this.#ownsClient) await this.client.quit().catch(() => this.client.disconnect());
   }
 

@@ -54,4 +54,21 @@ describe('RedisBroker acks', () => {
     expect(await redis.llen(inflight)).toBe(0);
     await sub.stop();
   });
+
+  it('an ack still gathering when the broker closes is sent before the unsettled rest goes back to the queue', async () => {
+    const q2 = `${queue}_close`;
+    const closing = new RedisBroker({ url, defaultQueue: q2 });
+    await closing.publishBatch([newSignature({ Name: 'noop', UUID: 'acked' }), newSignature({ Name: 'noop', UUID: 'unsettled' })]);
+    const c = collectDeliveries();
+    await closing.consume(q2, { prefetch: 2, onDelivery: c.onDelivery, consumerTag: 'closing' });
+    await c.until(2);
+    const acked = c.got.find((d) => d.body.includes('"acked"'));
+    const settling = acked?.settle({ kind: 'ack' });
+    await closing.close();
+    await settling;
+    // Only the unsettled message is handed back; the acked one is not run again.
+    const left = await redis.lrange(q2, 0, -1);
+    await redis.del(q2);
+    expect(left.map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual(['unsettled']);
+  });
 });
