@@ -98,6 +98,9 @@ export class Worker {
     };
     if (!(this.#opts.concurrency >= 1)) throw new RangeError(`concurrency must be at least 1, found ${this.#opts.concurrency}`);
     if (!(this.#opts.readAhead >= 0)) throw new RangeError(`readAhead must be 0 or more, found ${this.#opts.readAhead}`);
+    if (!['all', 'started', 'none'].includes(this.#opts.progressStates)) {
+      throw new RangeError(`progressStates must be 'all', 'started' or 'none', found ${JSON.stringify(this.#opts.progressStates)}`);
+    }
   }
 
   /** Starts consuming. Resolves once the subscription is up. */

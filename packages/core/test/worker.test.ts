@@ -355,6 +355,8 @@ describe('Worker slots and prefetch', () => {
     }
     expect(prefetches).toEqual([14, 7, 20]);
     expect(() => server.newWorker({ readAhead: -1 })).toThrow('readAhead must be 0 or more, found -1');
+    // @ts-expect-error a misspelt setting from JavaScript or a config file
+    expect(() => server.newWorker({ progressStates: 'All' })).toThrow(`progressStates must be 'all', 'started' or 'none', found "All"`);
   });
 
   it('frees a slot once the outcome is recorded, before the broker confirms the ack; stop() still waits for the ack', async () => {
