@@ -321,20 +321,20 @@ export class Worker {
       lease?.stop();
     }
     if (!progress.ordered) await progress.written;
-    let outcome: Promise<Outcome>;
-    if (failure) outcome = this.#onTaskError(sig, failure.err);
-    else {
-      let results: TaskResult[] | undefined;
-      try {
-        const values = value instanceof MultipleResults ? value.values : value === undefined ? [] : [value];
-        results = resultsToWire(values, task.resultTypes);
-      } catch (err) {
-        outcome = this.#onTaskError(sig, new UnrecoverableError(`task ${sig.Name} returned a bad result: ${(err as Error).message}`));
-      }
-      outcome ??= this.#taskSucceeded(sig, results as TaskResult[]).then((): Outcome => ({ kind: 'ack' }));
-    }
+    const outcome = failure ? this.#onTaskError(sig, failure.err) : this.#onTaskValue(task, sig, value);
     const [result] = await Promise.all([outcome, progress.written]);
     return result;
+  }
+
+  async #onTaskValue(task: RegisteredTask, sig: Signature, value: unknown): Promise<Outcome> {
+    let results: TaskResult[];
+    try {
+      results = resultsToWire(value instanceof MultipleResults ? value.values : value === undefined ? [] : [value], task.resultTypes);
+    } catch (err) {
+      return this.#onTaskError(sig, new UnrecoverableError(`task ${sig.Name} returned a bad result: ${(err as Error).message}`));
+    }
+    await this.#taskSucceeded(sig, results);
+    return { kind: 'ack' };
   }
 
   /** Extends the delivery at half the broker's redelivery timeout while a task runs. */
