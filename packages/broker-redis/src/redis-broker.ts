@@ -114,6 +114,11 @@ for _, id in ipairs(dead) do
 end
 return moved`);
 
+/** KEYS: reaper lock. ARGV: owner. Deletes the lock only if this broker holds it. */
+const DROP_REAPER_LOCK = new LuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`);
+
 /** KEYS: inflight, queue, leases, consumers. ARGV: id. Returns everything in flight to the queue head. */
 const RELEASE = new LuaScript(`
 local moved = 0
@@ -192,6 +197,10 @@ export class RedisBroker implements Broker {
   /** `machinery-ts:consumers`: HASH consumerId → queue. */
   get consumersKey(): string {
     return `${this.#prefix}consumers`;
+  }
+  /** `machinery-ts:reaper-lock`: who reaps this turn (cluster-wide throttle). */
+  get reaperLockKey(): string {
+    return `${this.#prefix}reaper-lock`;
   }
   inflightKey(consumerId: string): string {
     return `${this.#prefix}inflight:${consumerId}`;
@@ -296,7 +305,7 @@ export class RedisBroker implements Broker {
   async reap(): Promise<number> {
     const moved = await REAP.run(
       this.client,
-      [this.leasesKey, this.consumersKey, `${this.#prefix}reaper-lock`],
+      [this.leasesKey, this.consumersKey, this.reaperLockKey],
       // The lock lapses a little before the next tick, so timer jitter never skips a round.
       [this.#id, Math.max(1, Math.floor(this.reapIntervalMs * 0.8)), `${this.#prefix}inflight:`],
     );
@@ -413,6 +422,9 @@ export class RedisBroker implements Broker {
     // Unsettled deliveries go back to the queue head at once rather than after the lease.
     await Promise.allSettled(subs.map((s) => s.abandon()));
     this.#subs.clear();
+    // A reaper turn this broker holds would keep every other broker from reaping until it
+    // lapsed (up to 0.8 × this broker's reap interval, which may be far longer than theirs).
+    await DROP_REAPER_LOCK.run(this.client, [this.reaperLockKey], [this.#id]).catch(() => {});
     if (this.#ownsClient) await this.client.quit().catch(() => this.client.disconnect());
   }
 

@@ -7,12 +7,14 @@ import { RedisBroker } from '../src/index.js';
 
 const url = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
 const queue = `mts_test_acks_${randomUUID()}`;
+// Its own bookkeeping keys, so its default-lease brokers never hold the reaper turn other tests need.
+const keyPrefix = `mts_test_${randomUUID()}:`;
 let redis: Redis;
 let broker: RedisBroker;
 
 beforeAll(() => {
   redis = new Redis(url);
-  broker = new RedisBroker({ url, defaultQueue: queue });
+  broker = new RedisBroker({ url, defaultQueue: queue, keyPrefix });
 });
 afterAll(async () => {
   await broker.close();
@@ -27,7 +29,7 @@ describe('RedisBroker acks', () => {
     const c = collectDeliveries();
     const sub = await broker.consume(queue, { prefetch: n, onDelivery: c.onDelivery, consumerTag: 'acks' });
     await c.until(n);
-    const inflight = (await redis.keys('machinery-ts:inflight:acks:*'))[0] as string;
+    const inflight = (await redis.keys(`${keyPrefix}inflight:acks:*`))[0] as string;
     expect(await redis.llen(inflight)).toBe(n);
 
     const calls: string[] = [];
@@ -57,7 +59,7 @@ describe('RedisBroker acks', () => {
 
   it('an ack still gathering when the broker closes is sent before the unsettled rest goes back to the queue', async () => {
     const q2 = `${queue}_close`;
-    const closing = new RedisBroker({ url, defaultQueue: q2 });
+    const closing = new RedisBroker({ url, defaultQueue: q2, keyPrefix });
     await closing.publishBatch([newSignature({ Name: 'noop', UUID: 'acked' }), newSignature({ Name: 'noop', UUID: 'unsettled' })]);
     const c = collectDeliveries();
     await closing.consume(q2, { prefetch: 2, onDelivery: c.onDelivery, consumerTag: 'closing' });
