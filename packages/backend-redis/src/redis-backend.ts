@@ -19,7 +19,8 @@ import {
   waitForAnnouncedState,
   stringifyExactJson,
 } from '@machinery-ts/core';
-import { RESET_CHORD_LUA, SET_STATE_LUA, TRIGGER_CHORD_LUA } from './scripts.js';
+import { RESET_CHORD_LUA, SET_STATES_LUA, TRIGGER_CHORD_LUA } from './scripts.js';
+import { StateBatch, type StateWrite } from './state-batch.js';
 
 export interface RedisBackendOptions {
   /** `redis://[:password@]host:port[/db]`; ignored when `client` is given. @default redis://127.0.0.1:6379 */
@@ -48,20 +49,13 @@ export function stateChannel(taskUUID: string): string {
   return `machinery-ts:state:${taskUUID}`;
 }
 
-/** ARGV of SET_STATE_LUA after the key: head, middle, tail, ttl, pending flag, name, now, channel, state. */
-type SetStateArgs = [string, string, string, number, string, string, string, string, string];
-
-interface ScriptedPipeline {
-  set(key: string, value: string, ex: 'EX', seconds: number): ScriptedPipeline;
-  mtsSetState(key: string, ...args: SetStateArgs): ScriptedPipeline;
-  exec(): Promise<[Error | null, unknown][] | null>;
-}
-
 interface ScriptedRedis {
-  mtsSetState(key: string, ...args: SetStateArgs): Promise<number>;
+  mtsSetStates(numKeys: number, ...keysThenArgs: string[]): Promise<number>;
   mtsTriggerChord(key: string, when: string, count: number, ttl: number, mutex: string): Promise<(string | null)[]>;
   mtsResetChord(key: string, ttl: number): Promise<number>;
 }
+
+const TAIL = ',"TTL":0}';
 
 const MUTEX_ATTEMPTS = 64;
 
@@ -81,6 +75,7 @@ export class RedisBackend implements Backend {
   readonly #ttl: number;
   readonly #mutex: string;
   readonly #pollMs: number;
+  readonly #batch: StateBatch;
   #subscriber: Redis | undefined;
   /** Per channel: the waiters' wake-ups and the SUBSCRIBE they share. */
   readonly #listeners = new Map<string, { wakes: Set<(message: string) => void>; ready: Promise<unknown> }>();
@@ -107,10 +102,14 @@ export class RedisBackend implements Backend {
     this.#mutex = options.goChordMutex === false ? '' : (options.goChordMutex ?? 'TriggerChordMutex');
     this.#pollMs = options.waitPollMs ?? 500;
     const c = this.#client;
-    if (!(c as unknown as Partial<ScriptedRedis>).mtsSetState) c.defineCommand('mtsSetState', { numberOfKeys: 1, lua: SET_STATE_LUA });
+    if (!(c as unknown as Partial<ScriptedRedis>).mtsSetStates) c.defineCommand('mtsSetStates', { lua: SET_STATES_LUA });
     if (!(c as unknown as Partial<ScriptedRedis>).mtsTriggerChord) c.defineCommand('mtsTriggerChord', { numberOfKeys: 1, lua: TRIGGER_CHORD_LUA });
     if (!(c as unknown as Partial<ScriptedRedis>).mtsResetChord) c.defineCommand('mtsResetChord', { numberOfKeys: 1, lua: RESET_CHORD_LUA });
     this.#scripted = c as unknown as ScriptedRedis;
+    this.#batch = new StateBatch((keys, args) => {
+      corkForTick(c.stream);
+      return this.#scripted.mtsSetStates(keys.length, ...keys, String(this.#ttl), TAIL, ...args);
+    });
   }
 
   /** The client this backend sends commands on. */
@@ -118,57 +117,49 @@ export class RedisBackend implements Backend {
     return this.#client;
   }
 
-  async setState(update: StateUpdate): Promise<void> {
-    corkForTick(this.#client.stream);
-    const write = this.#write(update);
-    if (write.kind === 'set') await this.#client.set(update.taskUUID, write.text, 'EX', this.#ttl);
-    else await this.#scripted.mtsSetState(update.taskUUID, ...write.args);
+  /**
+   * Queued for the turn's batch (see StateBatch): one script call carries every state
+   * written in this turn of the event loop, and a task's states written within one turn
+   * collapse into the last.
+   */
+  setState(update: StateUpdate): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('RedisBackend is closed'));
+    return this.#batch.add(update.taskUUID, this.#write(update));
   }
 
-  /** One pipeline for all: a bulk send's PENDING states cost one round trip. */
   async setStates(updates: readonly StateUpdate[]): Promise<void> {
-    if (updates.length === 0) return;
-    corkForTick(this.#client.stream);
-    const pipe = this.#client.pipeline() as unknown as ScriptedPipeline;
-    for (const update of updates) {
-      const write = this.#write(update);
-      if (write.kind === 'set') pipe.set(update.taskUUID, write.text, 'EX', this.#ttl);
-      else pipe.mtsSetState(update.taskUUID, ...write.args);
-    }
-    const replies = (await pipe.exec()) ?? [];
-    const failed = replies.find(([err]) => err);
-    if (failed?.[0]) throw failed[0];
+    await Promise.all(updates.map((u) => this.setState(u)));
   }
 
-  #write(update: StateUpdate): { kind: 'set'; text: string } | { kind: 'script'; args: SetStateArgs } {
-    // PENDING starts a document afresh (Go overwrites too), so it needs no read and no script.
-    if (update.state === TaskStates.PENDING) return { kind: 'set', text: encodeTaskState(mergeTaskState(update, null)) };
+  #write(update: StateUpdate): StateWrite {
+    // PENDING starts a document afresh (Go overwrites too), so it needs no read.
+    if (update.state === TaskStates.PENDING) return { args: ['P', encodeTaskState(mergeTaskState(update, null)), '', '', ''] };
     const head = `${stringifyExactJson({ TaskUUID: update.taskUUID }).slice(0, -1)},"TaskName":`;
     const rest = stringifyExactJson({
       State: update.state,
       Results: update.state === TaskStates.SUCCESS ? (update.results ?? []).map((r) => ({ Type: r.Type, Value: r.Value })) : null,
       Error: update.state === TaskStates.FAILURE ? (update.error ?? '') : '',
     });
-    const middle = `,${rest.slice(1, -1)},"CreatedAt":`;
     const completed = update.state === TaskStates.SUCCESS || update.state === TaskStates.FAILURE;
-    return {
-      kind: 'script',
-      // Waiters only return on a completed state, so only those are announced.
-      args: [head, middle, ',"TTL":0}', this.#ttl, '0', update.taskName, '', completed ? stateChannel(update.taskUUID) : '', update.state],
-    };
+    // Waiters only return on a completed state, so only those are announced.
+    return { args: ['S', head, `,${rest.slice(1, -1)},"CreatedAt":`, update.taskName, completed ? stateChannel(update.taskUUID) : ''] };
   }
 
+  // Every other command first sends the queued state writes, so it is applied after them.
   async getState(taskUUID: string): Promise<TaskState | null> {
+    this.#batch.flush();
     const text = await this.#client.get(taskUUID);
     return text === null ? null : decodeTaskState(text);
   }
 
   async initGroup(groupUUID: string, taskUUIDs: readonly string[]): Promise<void> {
+    this.#batch.flush();
     const meta = newGroupMeta(groupUUID, taskUUIDs);
     await this.#client.set(groupUUID, encodeGroupMeta(meta), 'EX', this.#ttl);
   }
 
   async getGroupMeta(groupUUID: string): Promise<GroupMeta | null> {
+    this.#batch.flush();
     const text = await this.#client.get(groupUUID);
     return text === null ? null : decodeGroupMeta(text);
   }
@@ -183,6 +174,7 @@ export class RedisBackend implements Backend {
   }
 
   async triggerChord(groupUUID: string, mode: ChordTriggerMode): Promise<ChordTriggerResult> {
+    this.#batch.flush();
     const count = mode.when === 'complete' ? mode.count : 0;
     for (let attempt = 0; ; attempt++) {
       const reply = await this.#scripted.mtsTriggerChord(groupUUID, mode.when, count, this.#ttl, this.#mutex);
@@ -196,6 +188,7 @@ export class RedisBackend implements Backend {
   }
 
   async resetChordTrigger(groupUUID: string): Promise<void> {
+    this.#batch.flush();
     await this.#scripted.mtsResetChord(groupUUID, this.#ttl);
   }
 
@@ -260,16 +253,19 @@ export class RedisBackend implements Backend {
   }
 
   async purgeState(taskUUID: string): Promise<void> {
+    this.#batch.flush();
     await this.#client.del(taskUUID);
   }
 
   async purgeGroupMeta(groupUUID: string): Promise<void> {
+    this.#batch.flush();
     await this.#client.del(groupUUID);
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#batch.flush();
     for (const wake of [...this.#waiters]) wake();
     this.#listeners.clear();
     const sub = this.#subscriber;

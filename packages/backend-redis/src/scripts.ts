@@ -16,29 +16,38 @@ end
 `;
 
 /**
- * KEYS[1] task UUID.
- * ARGV: 1 head (`{"TaskUUID":"…","TaskName":`), 2 middle (`,"State":…,"Error":"…","CreatedAt":`),
- * 3 tail (`,"TTL":0}`), 4 expiry seconds, 5 '1' when PENDING, 6 task name, 7 now (RFC3339Nano),
- * 8 notification channel ('' for none; the document written is announced on it), 9 state name.
+ * KEYS: task UUIDs, one write each (a batch of one event-loop turn).
+ * ARGV: 1 expiry seconds, 2 tail (`,"TTL":0}`), then five per key:
+ *   'P', the whole PENDING document, '', '', ''   — written as is (PENDING starts afresh);
+ *   'S', head (`{"TaskUUID":"…","TaskName":`), middle (`,"State":…,"CreatedAt":`), task name,
+ *        channel ('' for none; the document written is announced on it).
+ * An 'S' write keeps TaskName and CreatedAt from the stored document, as Go's merge does.
  */
-export const SET_STATE_LUA = `${JSON_STRING}
-local name = ARGV[6]
-local created = ARGV[7]
-if ARGV[5] ~= '1' then
-  created = '0001-01-01T00:00:00Z'
-  local old = redis.call('GET', KEYS[1])
-  if old then
-    local ok, doc = pcall(cjson.decode, old)
-    if ok and type(doc) == 'table' then
-      if type(doc.TaskName) == 'string' and doc.TaskName ~= '' then name = doc.TaskName end
-      if type(doc.CreatedAt) == 'string' and doc.CreatedAt ~= '' then created = doc.CreatedAt end
+export const SET_STATES_LUA = `${JSON_STRING}
+local ttl = ARGV[1]
+local tail = ARGV[2]
+for i = 1, #KEYS do
+  local o = 2 + (i - 1) * 5
+  local text
+  if ARGV[o + 1] == 'P' then
+    text = ARGV[o + 2]
+  else
+    local name = ARGV[o + 4]
+    local created = '0001-01-01T00:00:00Z'
+    local old = redis.call('GET', KEYS[i])
+    if old then
+      local ok, doc = pcall(cjson.decode, old)
+      if ok and type(doc) == 'table' then
+        if type(doc.TaskName) == 'string' and doc.TaskName ~= '' then name = doc.TaskName end
+        if type(doc.CreatedAt) == 'string' and doc.CreatedAt ~= '' then created = doc.CreatedAt end
+      end
     end
+    text = ARGV[o + 2] .. jstr(name) .. ARGV[o + 3] .. jstr(created) .. tail
   end
+  redis.call('SET', KEYS[i], text, 'EX', ttl)
+  if ARGV[o + 5] ~= '' then redis.call('PUBLISH', ARGV[o + 5], text) end
 end
-local text = ARGV[1] .. jstr(name) .. ARGV[2] .. jstr(created) .. ARGV[3]
-redis.call('SET', KEYS[1], text, 'EX', ARGV[4])
-if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], text) end
-return 1
+return #KEYS
 `;
 
 /**

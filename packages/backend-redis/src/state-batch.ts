@@ -1,0 +1,74 @@
+/**
+ * The state writes of one event-loop turn, sent as one script call.
+ *
+ * A worker running short tasks issues RECEIVED, STARTED and the outcome of one task within
+ * the same turn, and a producer's burst of `sendTask` calls issues hundreds of PENDING
+ * writes. Gathered until `setImmediate`, they cost one command instead of one each, and the
+ * writes to one key collapse into the last: a state that another write replaced before it
+ * could leave this process is one no reader could have relied on seeing anyway.
+ *
+ * Order is kept: a key's last write wins, the batch goes out before any command issued
+ * after `flush()`, and Redis applies one connection's commands in order.
+ */
+export interface StateWrite {
+  /** Five ARGV entries of SET_STATES_LUA for this key. */
+  readonly args: readonly [string, string, string, string, string];
+}
+
+interface Settle {
+  resolve(): void;
+  reject(error: Error): void;
+}
+
+/** Keys per script call: a bound on how long one call holds Redis. */
+const MAX_KEYS = 256;
+
+export class StateBatch {
+  #writes = new Map<string, StateWrite>();
+  #settles: Settle[] = [];
+  #scheduled = false;
+
+  /** `send` runs one script call over keys and their flattened ARGV entries. */
+  constructor(private readonly send: (keys: string[], args: string[]) => Promise<unknown>) {}
+
+  add(key: string, write: StateWrite): Promise<void> {
+    // Re-inserting moves the key last, after whatever was queued since its earlier write.
+    this.#writes.delete(key);
+    this.#writes.set(key, write);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => this.flush());
+    }
+    return new Promise<void>((resolve, reject) => this.#settles.push({ resolve, reject }));
+  }
+
+  /** Sends what is queued now; each caller's promise settles with the call that carried its write. */
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#writes.size === 0) return;
+    const writes = [...this.#writes];
+    const settles = this.#settles;
+    this.#writes = new Map();
+    this.#settles = [];
+    const sent: Promise<unknown>[] = [];
+    for (let i = 0; i < writes.length; i += MAX_KEYS) {
+      const keys: string[] = [];
+      const args: string[] = [];
+      for (const [key, write] of writes.slice(i, i + MAX_KEYS)) {
+        keys.push(key);
+        args.push(...write.args);
+      }
+      sent.push(this.send(keys, args));
+    }
+    // A caller learns that its write landed only when every call of the batch did: which
+    // call carried which write is not worth tracking for a failure that is rare and retried.
+    Promise.all(sent).then(
+      () => settles.forEach((s) => s.resolve()),
+      (e: unknown) => settles.forEach((s) => s.reject(e instanceof Error ? e : new Error(String(e)))),
+    );
+  }
+
+  get size(): number {
+    return this.#writes.size;
+  }
+}
