@@ -124,25 +124,31 @@ export class RedisBackend implements Backend {
    */
   setState(update: StateUpdate): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('RedisBackend is closed'));
-    return this.#batch.add(update.taskUUID, this.#write(update));
+    return this.#batch.add(update.taskUUID, (queued) => this.#write(update, queued?.pending));
   }
 
   async setStates(updates: readonly StateUpdate[]): Promise<void> {
     await Promise.all(updates.map((u) => this.setState(u)));
   }
 
-  #write(update: StateUpdate): StateWrite {
+  /** `pending`: this key's PENDING document, when it is still queued (so not yet in Redis to merge with). */
+  #write(update: StateUpdate, pending: TaskState | undefined): StateWrite {
     // PENDING starts a document afresh (Go overwrites too), so it needs no read.
-    if (update.state === TaskStates.PENDING) return { args: ['P', encodeTaskState(mergeTaskState(update, null)), '', '', ''] };
+    if (update.state === TaskStates.PENDING) {
+      const doc = mergeTaskState(update, null);
+      return { args: ['D', encodeTaskState(doc), '', '', ''], pending: doc };
+    }
+    // Waiters only return on a completed state, so only those are announced.
+    const completed = update.state === TaskStates.SUCCESS || update.state === TaskStates.FAILURE;
+    const channel = completed ? stateChannel(update.taskUUID) : '';
+    if (pending) return { args: ['D', encodeTaskState(mergeTaskState(update, pending)), '', '', channel] };
     const head = `${stringifyExactJson({ TaskUUID: update.taskUUID }).slice(0, -1)},"TaskName":`;
     const rest = stringifyExactJson({
       State: update.state,
       Results: update.state === TaskStates.SUCCESS ? (update.results ?? []).map((r) => ({ Type: r.Type, Value: r.Value })) : null,
       Error: update.state === TaskStates.FAILURE ? (update.error ?? '') : '',
     });
-    const completed = update.state === TaskStates.SUCCESS || update.state === TaskStates.FAILURE;
-    // Waiters only return on a completed state, so only those are announced.
-    return { args: ['S', head, `,${rest.slice(1, -1)},"CreatedAt":`, update.taskName, completed ? stateChannel(update.taskUUID) : ''] };
+    return { args: ['S', head, `,${rest.slice(1, -1)},"CreatedAt":`, update.taskName, channel] };
   }
 
   // Every other command first sends the queued state writes, so it is applied after them.

@@ -18,7 +18,8 @@ end
 /**
  * KEYS: task UUIDs, one write each (a batch of one event-loop turn).
  * ARGV: 1 expiry seconds, 2 tail (`,"TTL":0}`), then five per key:
- *   'P', the whole PENDING document, '', '', ''   — written as is (PENDING starts afresh);
+ *   'D', a whole document, '', '', channel — written as is (a PENDING one, or a later state
+ *        merged in the process with a PENDING document written in the same batch);
  *   'S', head (`{"TaskUUID":"…","TaskName":`), middle (`,"State":…,"CreatedAt":`), task name,
  *        channel ('' for none; the document written is announced on it).
  * An 'S' write keeps TaskName and CreatedAt from the stored document, as Go's merge does.
@@ -29,7 +30,7 @@ local tail = ARGV[2]
 for i = 1, #KEYS do
   local o = 2 + (i - 1) * 5
   local text
-  if ARGV[o + 1] == 'P' then
+  if ARGV[o + 1] == 'D' then
     text = ARGV[o + 2]
   else
     local name = ARGV[o + 4]

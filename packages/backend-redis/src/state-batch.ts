@@ -1,3 +1,5 @@
+import type { TaskState } from '@machinery-ts/core';
+
 /**
  * The state writes of one event-loop turn, sent as one script call.
  *
@@ -13,6 +15,8 @@
 export interface StateWrite {
   /** Five ARGV entries of SET_STATES_LUA for this key. */
   readonly args: readonly [string, string, string, string, string];
+  /** The document a PENDING write stores: a later write of the same turn merges with it. */
+  readonly pending?: TaskState;
 }
 
 interface Settle {
@@ -31,10 +35,12 @@ export class StateBatch {
   /** `send` runs one script call over keys and their flattened ARGV entries. */
   constructor(private readonly send: (keys: string[], args: string[]) => Promise<unknown>) {}
 
-  add(key: string, write: StateWrite): Promise<void> {
+  /** `write` is given the key's write still queued in this turn, which the new one replaces. */
+  add(key: string, write: (queued: StateWrite | undefined) => StateWrite): Promise<void> {
+    const next = write(this.#writes.get(key));
     // Re-inserting moves the key last, after whatever was queued since its earlier write.
     this.#writes.delete(key);
-    this.#writes.set(key, write);
+    this.#writes.set(key, next);
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(() => this.flush());

@@ -147,6 +147,14 @@ return {#due, nxt[2] or false}`);
 
 const PROMOTE_BATCH = 200;
 
+/** Values per RPUSH when a turn's publishes are sent together. */
+const PUSH_CHUNK = 1000;
+
+interface Settle {
+  resolve(): void;
+  reject(error: Error): void;
+}
+
 const retryStrategy = (n: number): number => Math.min(n * 200, 5000) + Math.floor(Math.random() * 200);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -167,7 +175,8 @@ export class RedisBroker implements Broker {
   readonly #id = randomBytes(8).toString('hex');
   readonly #subs = new Set<RedisSubscription>();
   readonly #timers = new Set<NodeJS.Timeout>();
-  readonly #acks = new Map<string, { bodies: string[]; done: { resolve: () => void; reject: (e: Error) => void }[] }>();
+  readonly #acks = new Map<string, { bodies: string[]; done: Settle[] }>();
+  readonly #pushes = new Map<string, { bodies: string[]; done: Settle[] }>();
   #promoterRunning = false;
   #closed = false;
 
@@ -221,13 +230,41 @@ export class RedisBroker implements Broker {
     return { queue: signature.RoutingKey, body, etaNs: eta !== null && eta > Date.now() ? eta * 1e6 : null };
   }
 
+  /**
+   * Publishes of one tick to one queue go out as one variadic RPUSH (the list receives the
+   * same bodies in the same order as from one RPUSH each); each resolves once Redis has
+   * stored its message.
+   */
   async publish(signature: Signature): Promise<void> {
     if (this.#closed) throw new ClosedError('RedisBroker');
     const { queue, body, etaNs } = this.#prepare(signature);
+    if (etaNs !== null) {
+      corkForTick(this.client.stream);
+      await this.#withTimeout(this.client.zadd(this.delayedTasksKey, String(etaNs), body));
+      return;
+    }
+    let batch = this.#pushes.get(queue);
+    if (!batch) {
+      batch = { bodies: [], done: [] };
+      this.#pushes.set(queue, batch);
+      if (this.#pushes.size === 1) process.nextTick(() => this.#flushPushes());
+    }
+    batch.bodies.push(body);
+    await new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject }));
+  }
+
+  #flushPushes(): void {
+    const batches = [...this.#pushes];
+    this.#pushes.clear();
     corkForTick(this.client.stream);
-    await this.#withTimeout(
-      etaNs !== null ? this.client.zadd(this.delayedTasksKey, String(etaNs), body) : this.client.rpush(queue, body),
-    );
+    for (const [queue, { bodies, done }] of batches) {
+      const sent: Promise<number>[] = [];
+      for (let i = 0; i < bodies.length; i += PUSH_CHUNK) sent.push(this.client.rpush(queue, ...bodies.slice(i, i + PUSH_CHUNK)));
+      this.#withTimeout(Promise.all(sent)).then(
+        () => done.forEach((d) => d.resolve()),
+        (e: unknown) => done.forEach((d) => d.reject(asError(e))),
+      );
+    }
   }
 
   async #withTimeout<T>(p: Promise<T>): Promise<T> {
@@ -246,17 +283,7 @@ export class RedisBroker implements Broker {
   }
 
   async publishBatch(signatures: readonly Signature[]): Promise<void> {
-    if (this.#closed) throw new ClosedError('RedisBroker');
-    if (signatures.length === 0) return;
-    const pipe = this.client.pipeline();
-    for (const s of signatures) {
-      const { queue, body, etaNs } = this.#prepare(s);
-      if (etaNs !== null) pipe.zadd(this.delayedTasksKey, String(etaNs), body);
-      else pipe.rpush(queue, body);
-    }
-    const results = (await this.#withTimeout(pipe.exec())) ?? [];
-    const failed = results.find(([e]) => e);
-    if (failed?.[0]) throw failed[0];
+    await Promise.all(signatures.map((s) => this.publish(s)));
   }
 
   async consume(queue: string, options: ConsumeOptions): Promise<Subscription> {
@@ -416,6 +443,7 @@ export class RedisBroker implements Broker {
     this.#closed = true;
     for (const t of this.#timers) clearInterval(t);
     this.#timers.clear();
+    if (this.#pushes.size > 0) this.#flushPushes();
     // Acks still gathering go out first: on this one connection Redis then removes their
     // messages before the release below could hand them back to the queue (a rerun).
     if (this.#acks.size > 0) this.#flushAcks();

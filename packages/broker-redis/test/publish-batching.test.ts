@@ -1,0 +1,88 @@
+import { randomUUID } from 'node:crypto';
+import { newSignature } from '@machinery-ts/core';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisBroker } from '../src/index.js';
+
+const url = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
+const queue = `mts_test_pushes_${randomUUID()}`;
+const keyPrefix = `mts_test_${randomUUID()}:`;
+let redis: Redis;
+let broker: RedisBroker;
+
+beforeAll(() => {
+  redis = new Redis(url);
+  broker = new RedisBroker({ url, defaultQueue: queue, keyPrefix });
+});
+afterAll(async () => {
+  await broker.close();
+  await redis.del(queue, `${queue}_b`);
+  await redis.quit();
+});
+
+/** Records the RPUSH calls made on the broker's client while `fn` runs. */
+async function rpushCalls(fn: () => Promise<unknown>): Promise<{ key: string; values: number }[]> {
+  const calls: { key: string; values: number }[] = [];
+  const client = broker.client;
+  const rpush = client.rpush.bind(client);
+  client.rpush = ((...a: unknown[]) => {
+    calls.push({ key: String(a[0]), values: a.length - 1 });
+    return (rpush as (...x: unknown[]) => Promise<number>)(...a);
+  }) as typeof rpush;
+  try {
+    await fn();
+  } finally {
+    client.rpush = rpush;
+  }
+  return calls;
+}
+
+describe('RedisBroker publishes', () => {
+  it('sends the publishes of one tick as one RPUSH per queue, in issue order, each resolving once stored', async () => {
+    const sigs = Array.from({ length: 30 }, (_, i) =>
+      newSignature({ Name: 'noop', UUID: `p${i}`, RoutingKey: i % 3 === 0 ? `${queue}_b` : queue }),
+    );
+    const calls = await rpushCalls(async () => {
+      await Promise.all(
+        sigs.map(async (s) => {
+          await broker.publish(s);
+          await findBody(s.RoutingKey, s.UUID); // resolved only once Redis holds it
+        }),
+      );
+    });
+    expect(calls).toEqual([
+      { key: `${queue}_b`, values: 10 },
+      { key: queue, values: 20 },
+    ]);
+    const uuids = (await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
+    expect(uuids).toEqual(sigs.filter((s) => s.RoutingKey === queue).map((s) => s.UUID));
+  });
+
+  it('publishes of different ticks go separately, and a batch larger than one RPUSH is split in order', async () => {
+    await redis.del(queue);
+    const calls = await rpushCalls(async () => {
+      await broker.publish(newSignature({ Name: 'noop', UUID: 'alone', RoutingKey: queue }));
+      await broker.publishBatch(Array.from({ length: 2500 }, (_, i) => newSignature({ Name: 'noop', UUID: `b${i}`, RoutingKey: queue })));
+    });
+    expect(calls.map((c) => c.values)).toEqual([1, 1000, 1000, 500]);
+    const uuids = (await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
+    expect(uuids).toEqual(['alone', ...Array.from({ length: 2500 }, (_, i) => `b${i}`)]);
+  });
+
+  it('a failed RPUSH rejects every publish it carried', async () => {
+    const wrongType = `${queue}_string`;
+    await redis.set(wrongType, 'not a list');
+    const results = await Promise.allSettled(
+      [1, 2, 3].map((i) => broker.publish(newSignature({ Name: 'noop', UUID: `w${i}`, RoutingKey: wrongType }))),
+    );
+    await redis.del(wrongType);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    expect(String((results[0] as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+  });
+});
+
+async function findBody(list: string, uuid: string): Promise<void> {
+  const all = await redis.lrange(list, 0, -1);
+  const body = all.find((b) => (JSON.parse(b) as { UUID: string }).UUID === uuid);
+  if (!body) throw new Error(`${uuid} not in ${list} once its publish resolved`);
+}
