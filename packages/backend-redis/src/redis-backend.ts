@@ -20,7 +20,7 @@ import {
   stringifyExactJson,
 } from '@machinery-ts/core';
 import { RESET_CHORD_LUA, SET_STATES_LUA, TRIGGER_CHORD_LUA } from './scripts.js';
-import { StateBatch, type StateWrite } from './state-batch.js';
+import { StateBatch } from './state-batch.js';
 
 export interface RedisBackendOptions {
   /** `redis://[:password@]host:port[/db]`; ignored when `client` is given. @default redis://127.0.0.1:6379 */
@@ -57,6 +57,12 @@ interface ScriptedRedis {
 
 const TAIL = ',"TTL":0}';
 
+/** A queued state write; `base` is the PENDING document of the same batch it replaced, if any. */
+interface QueuedState {
+  readonly update: StateUpdate;
+  readonly base?: TaskState;
+}
+
 const MUTEX_ATTEMPTS = 64;
 
 const retryStrategy = (attempt: number): number => Math.min(attempt * 200, 5000) + Math.floor(Math.random() * 200);
@@ -75,7 +81,7 @@ export class RedisBackend implements Backend {
   readonly #ttl: number;
   readonly #mutex: string;
   readonly #pollMs: number;
-  readonly #batch: StateBatch;
+  readonly #batch: StateBatch<QueuedState>;
   #subscriber: Redis | undefined;
   /** Per channel: the waiters' wake-ups and the SUBSCRIBE they share. */
   readonly #listeners = new Map<string, { wakes: Set<(message: string) => void>; ready: Promise<unknown> }>();
@@ -106,9 +112,15 @@ export class RedisBackend implements Backend {
     if (!(c as unknown as Partial<ScriptedRedis>).mtsTriggerChord) c.defineCommand('mtsTriggerChord', { numberOfKeys: 1, lua: TRIGGER_CHORD_LUA });
     if (!(c as unknown as Partial<ScriptedRedis>).mtsResetChord) c.defineCommand('mtsResetChord', { numberOfKeys: 1, lua: RESET_CHORD_LUA });
     this.#scripted = c as unknown as ScriptedRedis;
-    this.#batch = new StateBatch((keys, args) => {
+    this.#batch = new StateBatch<QueuedState>((entries) => {
+      const keys: string[] = [];
+      const args: string[] = [String(this.#ttl), TAIL];
+      for (const [key, queued] of entries) {
+        keys.push(key);
+        args.push(...this.#scriptArgs(queued));
+      }
       corkForTick(c.stream);
-      return this.#scripted.mtsSetStates(keys.length, ...keys, String(this.#ttl), TAIL, ...args);
+      return this.#scripted.mtsSetStates(keys.length, ...keys, ...args);
     });
   }
 
@@ -124,31 +136,33 @@ export class RedisBackend implements Backend {
    */
   setState(update: StateUpdate): Promise<void> {
     if (this.#closed) return Promise.reject(new Error('RedisBackend is closed'));
-    return this.#batch.add(update.taskUUID, (queued) => this.#write(update, queued?.pending));
+    return this.#batch.add(update.taskUUID, (queued) => {
+      if (!queued || update.state === TaskStates.PENDING) return { update };
+      // The replaced write never reaches Redis, so this one merges with what it would have stored.
+      const base = queued.update.state === TaskStates.PENDING ? mergeTaskState(queued.update, null) : queued.base;
+      return base ? { update, base } : { update };
+    });
   }
 
   async setStates(updates: readonly StateUpdate[]): Promise<void> {
     await Promise.all(updates.map((u) => this.setState(u)));
   }
 
-  /** `pending`: this key's PENDING document, when it is still queued (so not yet in Redis to merge with). */
-  #write(update: StateUpdate, pending: TaskState | undefined): StateWrite {
+  /** The five SET_STATES_LUA arguments of one write. */
+  #scriptArgs({ update, base }: QueuedState): [string, string, string, string, string] {
     // PENDING starts a document afresh (Go overwrites too), so it needs no read.
-    if (update.state === TaskStates.PENDING) {
-      const doc = mergeTaskState(update, null);
-      return { args: ['D', encodeTaskState(doc), '', '', ''], pending: doc };
-    }
+    if (update.state === TaskStates.PENDING) return ['D', encodeTaskState(mergeTaskState(update, null)), '', '', ''];
     // Waiters only return on a completed state, so only those are announced.
     const completed = update.state === TaskStates.SUCCESS || update.state === TaskStates.FAILURE;
     const channel = completed ? stateChannel(update.taskUUID) : '';
-    if (pending) return { args: ['D', encodeTaskState(mergeTaskState(update, pending)), '', '', channel] };
+    if (base) return ['D', encodeTaskState(mergeTaskState(update, base)), '', '', channel];
     const head = `${stringifyExactJson({ TaskUUID: update.taskUUID }).slice(0, -1)},"TaskName":`;
     const rest = stringifyExactJson({
       State: update.state,
       Results: update.state === TaskStates.SUCCESS ? (update.results ?? []).map((r) => ({ Type: r.Type, Value: r.Value })) : null,
       Error: update.state === TaskStates.FAILURE ? (update.error ?? '') : '',
     });
-    return { args: ['S', head, `,${rest.slice(1, -1)},"CreatedAt":`, update.taskName, channel] };
+    return ['S', head, `,${rest.slice(1, -1)},"CreatedAt":`, update.taskName, channel];
   }
 
   // Every other command first sends the queued state writes, so it is applied after them.

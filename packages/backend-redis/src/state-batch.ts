@@ -1,5 +1,3 @@
-import type { TaskState } from '@machinery-ts/core';
-
 /**
  * The state writes of one event-loop turn, sent as one script call.
  *
@@ -7,17 +5,12 @@ import type { TaskState } from '@machinery-ts/core';
  * the same turn, and a producer's burst of `sendTask` calls issues hundreds of PENDING
  * writes. Gathered until `setImmediate`, they cost one command instead of one each, and the
  * writes to one key collapse into the last: a state that another write replaced before it
- * could leave this process is one no reader could have relied on seeing anyway.
+ * could leave this process is one no reader could have relied on seeing anyway. Entries are
+ * encoded only when sent, so a replaced write costs no encoding either.
  *
  * Order is kept: a key's last write wins, the batch goes out before any command issued
  * after `flush()`, and Redis applies one connection's commands in order.
  */
-export interface StateWrite {
-  /** Five ARGV entries of SET_STATES_LUA for this key. */
-  readonly args: readonly [string, string, string, string, string];
-  /** The document a PENDING write stores: a later write of the same turn merges with it. */
-  readonly pending?: TaskState;
-}
 
 interface Settle {
   resolve(): void;
@@ -27,17 +20,17 @@ interface Settle {
 /** Keys per script call: a bound on how long one call holds Redis. */
 const MAX_KEYS = 256;
 
-export class StateBatch {
-  #writes = new Map<string, StateWrite>();
+export class StateBatch<T> {
+  #writes = new Map<string, T>();
   #settles: Settle[] = [];
   #scheduled = false;
 
-  /** `send` runs one script call over keys and their flattened ARGV entries. */
-  constructor(private readonly send: (keys: string[], args: string[]) => Promise<unknown>) {}
+  /** `send` makes one script call for up to 256 keys and their entries. */
+  constructor(private readonly send: (entries: [string, T][]) => Promise<unknown>) {}
 
-  /** `write` is given the key's write still queued in this turn, which the new one replaces. */
-  add(key: string, write: (queued: StateWrite | undefined) => StateWrite): Promise<void> {
-    const next = write(this.#writes.get(key));
+  /** `make` is given the key's entry still queued in this turn, which the new one replaces. */
+  add(key: string, make: (queued: T | undefined) => T): Promise<void> {
+    const next = make(this.#writes.get(key));
     // Re-inserting moves the key last, after whatever was queued since its earlier write.
     this.#writes.delete(key);
     this.#writes.set(key, next);
@@ -48,7 +41,7 @@ export class StateBatch {
     return new Promise<void>((resolve, reject) => this.#settles.push({ resolve, reject }));
   }
 
-  /** Sends what is queued now; each caller's promise settles with the call that carried its write. */
+  /** Sends what is queued now; each caller's promise settles with the calls that carried the batch. */
   flush(): void {
     this.#scheduled = false;
     if (this.#writes.size === 0) return;
@@ -57,24 +50,12 @@ export class StateBatch {
     this.#writes = new Map();
     this.#settles = [];
     const sent: Promise<unknown>[] = [];
-    for (let i = 0; i < writes.length; i += MAX_KEYS) {
-      const keys: string[] = [];
-      const args: string[] = [];
-      for (const [key, write] of writes.slice(i, i + MAX_KEYS)) {
-        keys.push(key);
-        args.push(...write.args);
-      }
-      sent.push(this.send(keys, args));
-    }
+    for (let i = 0; i < writes.length; i += MAX_KEYS) sent.push(this.send(writes.slice(i, i + MAX_KEYS)));
     // A caller learns that its write landed only when every call of the batch did: which
     // call carried which write is not worth tracking for a failure that is rare and retried.
     Promise.all(sent).then(
       () => settles.forEach((s) => s.resolve()),
       (e: unknown) => settles.forEach((s) => s.reject(e instanceof Error ? e : new Error(String(e)))),
     );
-  }
-
-  get size(): number {
-    return this.#writes.size;
   }
 }

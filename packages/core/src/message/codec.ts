@@ -176,49 +176,63 @@ function asObject(value: unknown, where: string): Record<string, unknown> {
 /**
  * Field access the way Go's decoder matches keys: an exact match first, then a
  * case-insensitive one. `null` leaves a non-pointer field at its zero value, as in Go.
+ * A class rather than closures: one is made per decoded document, on every task.
  */
-function fieldReader(obj: Record<string, unknown>, where: string) {
-  let folded: Map<string, string> | undefined;
-  const raw = (name: string): unknown => {
-    if (Object.hasOwn(obj, name)) return obj[name];
-    folded ??= new Map(Object.keys(obj).map((k) => [k.toLowerCase(), k]));
-    const key = folded.get(name.toLowerCase());
-    return key === undefined ? undefined : obj[key];
-  };
-  const bad = (name: string, expected: string, found: unknown): never => {
-    throw new MalformedMessageError(`${where}.${name} must be ${expected}, found ${describe(found)}`);
-  };
-  return {
-    raw,
-    string(name: string): string {
-      const v = raw(name);
-      if (v === undefined || v === null) return '';
-      return typeof v === 'string' ? v : bad(name, 'a string', v);
-    },
-    bool(name: string): boolean {
-      const v = raw(name);
-      if (v === undefined || v === null) return false;
-      return typeof v === 'boolean' ? v : bad(name, 'a boolean', v);
-    },
-    int(name: string): number {
-      const v = raw(name);
-      if (v === undefined || v === null) return 0;
-      if (typeof v === 'number' && Number.isInteger(v)) return v;
-      return bad(name, 'an integer', v);
-    },
-    time(name: string): string | undefined {
-      const v = raw(name);
-      if (v === undefined || v === null) return undefined;
-      if (typeof v === 'string' && parseRfc3339(v) !== null) return v;
-      return bad(name, 'an RFC 3339 time', v);
-    },
-    nullableArray<T>(name: string, item: (v: unknown, i: number) => T): T[] | null {
-      const v = raw(name);
-      if (v === undefined || v === null) return null;
-      if (!Array.isArray(v)) return bad(name, 'an array or null', v);
-      return v.map(item);
-    },
-  };
+class FieldReader {
+  #folded: Map<string, string> | undefined;
+
+  constructor(
+    private readonly obj: Record<string, unknown>,
+    private readonly where: string,
+  ) {}
+
+  raw(name: string): unknown {
+    if (Object.hasOwn(this.obj, name)) return this.obj[name];
+    this.#folded ??= new Map(Object.keys(this.obj).map((k) => [k.toLowerCase(), k]));
+    const key = this.#folded.get(name.toLowerCase());
+    return key === undefined ? undefined : this.obj[key];
+  }
+
+  #bad(name: string, expected: string, found: unknown): never {
+    throw new MalformedMessageError(`${this.where}.${name} must be ${expected}, found ${describe(found)}`);
+  }
+
+  string(name: string): string {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return '';
+    return typeof v === 'string' ? v : this.#bad(name, 'a string', v);
+  }
+
+  bool(name: string): boolean {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return false;
+    return typeof v === 'boolean' ? v : this.#bad(name, 'a boolean', v);
+  }
+
+  int(name: string): number {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return 0;
+    if (typeof v === 'number' && Number.isInteger(v)) return v;
+    return this.#bad(name, 'an integer', v);
+  }
+
+  time(name: string): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === 'string' && parseRfc3339(v) !== null) return v;
+    return this.#bad(name, 'an RFC 3339 time', v);
+  }
+
+  nullableArray<T>(name: string, item: (v: unknown, i: number) => T): T[] | null {
+    const v = this.raw(name);
+    if (v === undefined || v === null) return null;
+    if (!Array.isArray(v)) return this.#bad(name, 'an array or null', v);
+    return v.map(item);
+  }
+}
+
+function fieldReader(obj: Record<string, unknown>, where: string): FieldReader {
+  return new FieldReader(obj, where);
 }
 
 function describe(value: unknown): string {
