@@ -5,14 +5,24 @@
 
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
 
+/** The `YYYY-MM-DDTHH:MM:SS` of the last second formatted: every state write formats "now". */
+let cachedSecond = Number.NaN;
+let cachedPrefix = '';
+
 /** Epoch milliseconds (fractional, so sub-millisecond digits survive) to Go's RFC3339Nano text. */
 export function formatRfc3339Nano(epochMs: number): string {
   const wholeMs = Math.floor(epochMs);
-  const subMsNanos = Math.round((epochMs - wholeMs) * 1e6);
-  const iso = new Date(wholeMs).toISOString(); // 2026-11-22T20:18:13.156Z
-  const ms = iso.slice(20, 23);
-  const fraction = `${ms}${String(Math.min(subMsNanos, 999_999)).padStart(6, '0')}`.replace(/0+$/, '');
-  return `${iso.slice(0, 19)}${fraction ? `.${fraction}` : ''}Z`;
+  const second = Math.floor(wholeMs / 1000);
+  if (second !== cachedSecond) {
+    cachedPrefix = new Date(second * 1000).toISOString().slice(0, 19); // 2026-11-22T20:18:13
+    cachedSecond = second;
+  }
+  const nanos = (wholeMs - second * 1000) * 1e6 + Math.min(Math.round((epochMs - wholeMs) * 1e6), 999_999);
+  if (nanos === 0) return `${cachedPrefix}Z`;
+  const digits = String(nanos).padStart(9, '0');
+  let end = digits.length;
+  while (digits.charCodeAt(end - 1) === 48 /* '0' */) end--;
+  return `${cachedPrefix}.${digits.slice(0, end)}Z`;
 }
 
 /** Now, with the sub-millisecond precision the clock offers, as Go would write it. */
