@@ -113,13 +113,19 @@ export class RedisBackend implements Backend {
     if (!(c as unknown as Partial<ScriptedRedis>).mtsResetChord) c.defineCommand('mtsResetChord', { numberOfKeys: 1, lua: RESET_CHORD_LUA });
     this.#scripted = c as unknown as ScriptedRedis;
     this.#batch = new StateBatch<QueuedState>((entries) => {
+      corkForTick(c.stream);
+      const [only] = entries;
+      if (entries.length === 1 && only) {
+        const [kind, text, , , channel] = this.#scriptArgs(only[1]);
+        // A lone document needs no script: a plain SET costs Redis less than a script call.
+        if (kind === 'D' && channel === '') return c.set(only[0], text, 'EX', this.#ttl);
+      }
       const keys: string[] = [];
       const args: string[] = [String(this.#ttl), TAIL];
       for (const [key, queued] of entries) {
         keys.push(key);
         args.push(...this.#scriptArgs(queued));
       }
-      corkForTick(c.stream);
       return this.#scripted.mtsSetStates(keys.length, ...keys, ...args);
     });
   }
@@ -141,7 +147,7 @@ export class RedisBackend implements Backend {
       // The replaced write never reaches Redis, so this one merges with what it would have stored.
       const base = queued.update.state === TaskStates.PENDING ? mergeTaskState(queued.update, null) : queued.base;
       return base ? { update, base } : { update };
-    });
+    }, update.state === TaskStates.PENDING);
   }
 
   async setStates(updates: readonly StateUpdate[]): Promise<void> {

@@ -29,14 +29,20 @@ export class StateBatch<T> {
   constructor(private readonly send: (entries: [string, T][]) => Promise<unknown>) {}
 
   /** `make` is given the key's entry still queued in this turn, which the new one replaces. */
-  add(key: string, make: (queued: T | undefined) => T): Promise<void> {
+  /**
+   * `make` is given the key's entry still queued in this turn, which the new one replaces.
+   * `soon`: the write expects no later write of its key in this turn (a PENDING state), so
+   * a batch it opens leaves at the end of the tick rather than of the turn.
+   */
+  add(key: string, make: (queued: T | undefined) => T, soon = false): Promise<void> {
     const next = make(this.#writes.get(key));
     // Re-inserting moves the key last, after whatever was queued since its earlier write.
     this.#writes.delete(key);
     this.#writes.set(key, next);
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => this.flush());
+      if (soon) process.nextTick(() => this.flush());
+      else setImmediate(() => this.flush());
     }
     return new Promise<void>((resolve, reject) => this.#settles.push({ resolve, reject }));
   }

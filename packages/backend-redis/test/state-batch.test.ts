@@ -33,13 +33,24 @@ const scriptCalls = (): number => sent.filter((n) => n === 'evalsha' || n === 'e
 
 describe('RedisBackend state batching', () => {
   it('sends the state writes of one turn as one script call', async () => {
-    await backend.setState({ taskUUID: id(), taskName: 'add', state: 'PENDING' }); // loads the script (NOSCRIPT → EVAL)
+    // Loads the script (the first call may be NOSCRIPT, then EVAL).
+    await Promise.all([id(), id()].map((u) => backend.setState({ taskUUID: u, taskName: 'add', state: 'PENDING' })));
     const ids = Array.from({ length: 50 }, id);
     sent = [];
     await Promise.all(ids.map((u) => backend.setState({ taskUUID: u, taskName: 'add', state: 'PENDING' })));
     expect(scriptCalls()).toBe(1);
     const stored = await raw.mget(ids);
     expect(stored.every((s) => s?.includes('"State":"PENDING"'))).toBe(true);
+  });
+
+  it('a lone PENDING write is a plain SET, sent at the end of the tick', async () => {
+    const uuid = id();
+    sent = [];
+    const written = backend.setState({ taskUUID: uuid, taskName: 'add', state: 'PENDING' });
+    await new Promise<void>((r) => process.nextTick(r));
+    expect(sent).toEqual(['set']); // already on its way, before the turn ends
+    await written;
+    expect((await backend.getState(uuid))?.State).toBe('PENDING');
   });
 
   it("a task's states written within one turn collapse into the last: one write, one announcement, the merged document", async () => {
