@@ -5,6 +5,7 @@ import {
   type ChordTriggerMode,
   type ChordTriggerResult,
   type GroupMeta,
+  type PlainWrite,
   type StateUpdate,
   type TaskState,
   type WaitOptions,
@@ -128,6 +129,19 @@ export class RedisBackend implements Backend {
       }
       return this.#scripted.mtsSetStates(keys.length, ...keys, ...args);
     });
+  }
+
+  /**
+   * Which Redis server and database this backend writes to, as a broker compares it
+   * (`RedisBroker.carriesWritesFor`), so a PENDING state can travel with its task.
+   */
+  get store(): string {
+    return redisStore(this.#client);
+  }
+
+  plainWrite(update: StateUpdate): PlainWrite | undefined {
+    if (update.state !== TaskStates.PENDING || this.#closed) return undefined;
+    return { store: this.store, key: update.taskUUID, value: encodeTaskState(mergeTaskState(update, null)), expireSeconds: this.#ttl };
   }
 
   /** The client this backend sends commands on. */
@@ -298,6 +312,12 @@ export class RedisBackend implements Backend {
     this.#subscriber = undefined;
     await Promise.all([sub ? quit(sub) : undefined, this.#owned ? quit(this.#client) : undefined]);
   }
+}
+
+/** `redis://host:port/db` (or the socket path) of the server a client talks to. */
+export function redisStore(client: Redis): string {
+  const o = client.options;
+  return o.path ? `redis+unix://${o.path}/${o.db ?? 0}` : `redis://${o.host ?? '127.0.0.1'}:${o.port ?? 6379}/${o.db ?? 0}`;
 }
 
 async function quit(client: Redis): Promise<void> {

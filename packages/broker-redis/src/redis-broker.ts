@@ -6,6 +6,7 @@ import {
   type ConsumeOptions,
   type Delivery,
   type Outcome,
+  type PlainWrite,
   type Signature,
   type Subscription,
   corkForTick,
@@ -147,6 +148,16 @@ return {#due, nxt[2] or false}`);
 
 const PROMOTE_BATCH = 200;
 
+/**
+ * KEYS: queue, then one key per write. ARGV: the number of writes n, n (value, expiry
+ * seconds) pairs, then the bodies. The writes land before any worker can see the bodies.
+ */
+const WRITE_THEN_PUSH = new LuaScript(`
+local n = tonumber(ARGV[1])
+for i = 1, n do redis.call('SET', KEYS[i + 1], ARGV[2 * i], 'EX', ARGV[2 * i + 1]) end
+if #ARGV < 2 * n + 2 then return 0 end
+return redis.call('RPUSH', KEYS[1], unpack(ARGV, 2 * n + 2, #ARGV))`);
+
 /** Values per RPUSH when a turn's publishes are sent together. */
 const PUSH_CHUNK = 1000;
 
@@ -176,7 +187,7 @@ export class RedisBroker implements Broker {
   readonly #subs = new Set<RedisSubscription>();
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #acks = new Map<string, { bodies: string[]; done: Settle[] }>();
-  readonly #pushes = new Map<string, { bodies: string[]; done: Settle[] }>();
+  readonly #pushes = new Map<string, { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }>();
   #promoterRunning = false;
   #closed = false;
 
@@ -236,20 +247,46 @@ export class RedisBroker implements Broker {
    * stored its message.
    */
   async publish(signature: Signature): Promise<void> {
+    return this.#push(signature, undefined);
+  }
+
+  /**
+   * Sets `write` (a PENDING state) and pushes the task in one script: one round trip, and no
+   * worker can claim the task before its state exists. Batched per tick like `publish`.
+   */
+  async publishAfterWrite(signature: Signature, write: PlainWrite): Promise<void> {
+    if (!this.carriesWritesFor(write.store)) throw new Error(`RedisBroker writes to ${this.store}, not ${write.store}`);
+    return this.#push(signature, write);
+  }
+
+  /** `redis://host:port/db` (or the socket path) of the server this broker publishes to. */
+  get store(): string {
+    const o = this.client.options;
+    return o.path ? `redis+unix://${o.path}/${o.db ?? 0}` : `redis://${o.host ?? '127.0.0.1'}:${o.port ?? 6379}/${o.db ?? 0}`;
+  }
+
+  carriesWritesFor(store: string): boolean {
+    return store === this.store;
+  }
+
+  async #push(signature: Signature, write: PlainWrite | undefined): Promise<void> {
     if (this.#closed) throw new ClosedError('RedisBroker');
     const { queue, body, etaNs } = this.#prepare(signature);
     if (etaNs !== null) {
       corkForTick(this.client.stream);
-      await this.#withTimeout(this.client.zadd(this.delayedTasksKey, String(etaNs), body));
+      // One connection applies its commands in order: the state lands before the task.
+      const set = write && this.client.set(write.key, write.value, 'EX', write.expireSeconds);
+      await this.#withTimeout(Promise.all([set, this.client.zadd(this.delayedTasksKey, String(etaNs), body)]));
       return;
     }
     let batch = this.#pushes.get(queue);
     if (!batch) {
-      batch = { bodies: [], done: [] };
+      batch = { bodies: [], writes: [], done: [] };
       this.#pushes.set(queue, batch);
       if (this.#pushes.size === 1) process.nextTick(() => this.#flushPushes());
     }
     batch.bodies.push(body);
+    batch.writes.push(write);
     await new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject }));
   }
 
@@ -257,9 +294,20 @@ export class RedisBroker implements Broker {
     const batches = [...this.#pushes];
     this.#pushes.clear();
     corkForTick(this.client.stream);
-    for (const [queue, { bodies, done }] of batches) {
-      const sent: Promise<number>[] = [];
-      for (let i = 0; i < bodies.length; i += PUSH_CHUNK) sent.push(this.client.rpush(queue, ...bodies.slice(i, i + PUSH_CHUNK)));
+    for (const [queue, { bodies, writes, done }] of batches) {
+      const sent: Promise<unknown>[] = [];
+      for (let i = 0; i < bodies.length; i += PUSH_CHUNK) {
+        const chunk = bodies.slice(i, i + PUSH_CHUNK);
+        const chunkWrites = writes.slice(i, i + PUSH_CHUNK).filter((w): w is PlainWrite => w !== undefined);
+        if (chunkWrites.length === 0) {
+          sent.push(this.client.rpush(queue, ...chunk));
+          continue;
+        }
+        const keys = [queue, ...chunkWrites.map((w) => w.key)];
+        const args: (string | number)[] = [chunkWrites.length];
+        for (const w of chunkWrites) args.push(w.value, w.expireSeconds);
+        sent.push(WRITE_THEN_PUSH.run(this.client, keys, [...args, ...chunk]));
+      }
       this.#withTimeout(Promise.all(sent)).then(
         () => done.forEach((d) => d.resolve()),
         (e: unknown) => done.forEach((d) => d.reject(asError(e))),

@@ -86,3 +86,62 @@ async function findBody(list: string, uuid: string): Promise<void> {
   const body = all.find((b) => (JSON.parse(b) as { UUID: string }).UUID === uuid);
   if (!body) throw new Error(`${uuid} not in ${list} once its publish resolved`);
 }
+
+describe('a PENDING state carried with its task', () => {
+  it('sets the state and pushes the task in one script call, then both are there', async () => {
+    const { RedisBackend } = await import('@machinery-ts/backend-redis');
+    const { Server } = await import('@machinery-ts/core');
+    const backend = new RedisBackend({ url, resultsExpireIn: 120 });
+    const server = new Server({ broker, backend, defaultQueue: queue });
+    await redis.del(queue);
+    const calls: string[] = [];
+    const client = broker.client;
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+      calls.push(command.name);
+      return (send as (...a: unknown[]) => unknown)(command, ...rest);
+    }) as typeof client.sendCommand;
+    let results;
+    try {
+      results = await Promise.all([1, 2, 3].map(() => server.sendTask({ Name: 'noop' })));
+    } finally {
+      client.sendCommand = send;
+    }
+    // evalsha, or evalsha then eval the first time the server sees the script.
+    expect(calls.filter((c) => c !== 'eval')).toEqual(['evalsha']);
+    for (const r of results) {
+      const state = await backend.getState(r.taskUUID);
+      expect(state?.State).toBe('PENDING');
+      expect(state?.TaskName).toBe('noop');
+      expect(await redis.ttl(r.taskUUID)).toBeGreaterThan(100);
+    }
+    const uuids = (await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
+    expect(uuids).toEqual(results.map((r) => r.taskUUID));
+    await backend.close();
+  });
+
+  it('carries a delayed task’s state too, and refuses a write for another store', async () => {
+    const { RedisBackend } = await import('@machinery-ts/backend-redis');
+    const backend = new RedisBackend({ url, resultsExpireIn: 120 });
+    const uuid = `carried_${randomUUID()}`;
+    const write = backend.plainWrite({ taskUUID: uuid, taskName: 'later', state: 'PENDING' });
+    expect(write).toBeDefined();
+    expect(broker.carriesWritesFor(write!.store)).toBe(true);
+    const eta = new Date(Date.now() + 60_000).toISOString();
+    await broker.publishAfterWrite(newSignature({ Name: 'later', UUID: uuid, ETA: eta }), write!);
+    expect(JSON.parse((await redis.get(uuid)) ?? '{}')).toMatchObject({ TaskUUID: uuid, State: 'PENDING', TaskName: 'later' });
+    const member = (await redis.zrange('delayed_tasks', 0, -1)).find((m) => m.includes(uuid));
+    expect(member).toBeDefined();
+    await redis.zrem('delayed_tasks', member!);
+
+    const elsewhere = { ...write!, store: 'redis://127.0.0.1:1/0' };
+    expect(broker.carriesWritesFor(elsewhere.store)).toBe(false);
+    await expect(broker.publishAfterWrite(newSignature({ Name: 'x' }), elsewhere)).rejects.toThrow(/not redis:\/\/127\.0\.0\.1:1\/0/);
+    // Another database of the same server is another store.
+    const otherDb = new RedisBackend({ url: url.replace(/(:\d+)(\/\d+)?$/, '$1/3') });
+    expect(broker.carriesWritesFor(otherDb.plainWrite({ taskUUID: 'u', taskName: 'n', state: 'PENDING' })!.store)).toBe(false);
+    expect(otherDb.plainWrite({ taskUUID: 'u', taskName: 'n', state: 'STARTED' })).toBeUndefined();
+    await otherDb.close();
+    await backend.close();
+  });
+});

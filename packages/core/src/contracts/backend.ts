@@ -43,6 +43,14 @@ export interface Backend {
    */
   setStates?(updates: readonly StateUpdate[]): Promise<void>;
 
+  /**
+   * `update` (a PENDING state, which merges with nothing) as a plain write, for a broker
+   * that publishes into the same store (`Broker.publishAfterWrite`): the state and the task
+   * then go out in one round trip, the state applied first, so a worker never finds none.
+   * Optional; `undefined` for a state that needs more than a plain write.
+   */
+  plainWrite?(update: StateUpdate): PlainWrite | undefined;
+
   /** The stored state, or `null` when there is none (never written, expired, purged). */
   getState(taskUUID: string): Promise<TaskState | null>;
 
@@ -98,6 +106,15 @@ export interface BackendCapabilities {
    * a chord can never succeed, so callers refuse at once. Absent means it stores states.
    */
   readonly storesStates?: boolean;
+}
+
+/** A key set to a value with an expiry, in the store the backend names. */
+export interface PlainWrite {
+  /** The store it is for, e.g. `redis://127.0.0.1:6379/0`; a broker carries it only into that one. */
+  readonly store: string;
+  readonly key: string;
+  readonly value: string;
+  readonly expireSeconds: number;
 }
 
 export interface StateUpdate {

@@ -1,11 +1,13 @@
 import type { Signature } from '../message/signature.js';
+import type { PlainWrite } from './backend.js';
 
 /**
  * # The Broker contract
  *
  * A broker moves task messages from producers to workers. It owns the transport and
  * nothing else: it never decodes a message to decide what to do with it (the worker
- * does), never writes task states (the backend does), and never runs a task.
+ * does), never writes task states of its own (the backend does; a broker may carry a
+ * write the backend prepared, see `publishAfterWrite`), and never runs a task.
  *
  * ## What every adapter guarantees
  *
@@ -56,6 +58,17 @@ export interface Broker {
    * all are stored; on rejection some may have been stored (each message is independent).
    */
   publishBatch(signatures: readonly Signature[]): Promise<void>;
+
+  /**
+   * Applies `write`, then publishes, as one step where the transport allows (one Redis
+   * script): no consumer can receive the message before the write is applied, and a
+   * rejection means either may not have happened. Offered by brokers whose transport is
+   * also a key/value store; only for writes whose store `carriesWritesFor` accepts.
+   */
+  publishAfterWrite?(signature: Signature, write: PlainWrite): Promise<void>;
+
+  /** Whether `publishAfterWrite` can apply writes meant for `store` (the same server and database). */
+  carriesWritesFor?(store: string): boolean;
 
   /** Starts delivering messages from `queue` to `options.onDelivery`. */
   consume(queue: string, options: ConsumeOptions): Promise<Subscription>;
