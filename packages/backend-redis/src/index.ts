@@ -1,1 +1,1 @@
-export { RedisBackend, stateChannel, type RedisBackendOptions } from './redis-backend.js';
+export { REPLY_CHANNEL_PREFIX, RedisBackend, redisStore, stateChannel, type RedisBackendOptions } from './redis-backend.js';

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import {
   type Backend,
@@ -50,6 +51,9 @@ export function stateChannel(taskUUID: string): string {
   return `machinery-ts:state:${taskUUID}`;
 }
 
+/** Prefix of a backend's own announce channel (`announceTo`); a task header naming anything else is ignored. */
+export const REPLY_CHANNEL_PREFIX = 'machinery-ts:reply:';
+
 interface ScriptedRedis {
   mtsSetStates(numKeys: number, ...keysThenArgs: string[]): Promise<number>;
   mtsTriggerChord(key: string, when: string, count: number, ttl: number, mutex: string): Promise<(string | null)[]>;
@@ -87,6 +91,16 @@ export class RedisBackend implements Backend {
   /** Per channel: the waiters' wake-ups and the SUBSCRIBE they share. */
   readonly #listeners = new Map<string, { wakes: Set<(message: string) => void>; ready: Promise<unknown> }>();
   readonly #waiters = new Set<() => void>();
+  /**
+   * This backend's announce channel: subscribed at the first wait, then named in the tasks
+   * this process sends, so waiting for one of them costs no SUBSCRIBE of its own.
+   */
+  readonly #reply = {
+    channel: `${REPLY_CHANNEL_PREFIX}${randomBytes(8).toString('hex')}`,
+    on: false,
+    starting: false,
+    waiters: new Map<string, Set<(state: TaskState) => void>>(),
+  };
   #closed = false;
 
   constructor(options: RedisBackendOptions = {}) {
@@ -117,9 +131,9 @@ export class RedisBackend implements Backend {
       corkForTick(c.stream);
       const [only] = entries;
       if (entries.length === 1 && only) {
-        const [kind, text, , , channel] = this.#scriptArgs(only[1]);
+        const [kind, text, , , channel, sender] = this.#scriptArgs(only[1]);
         // A lone document needs no script: a plain SET costs Redis less than a script call.
-        if (kind === 'D' && channel === '') return c.set(only[0], text, 'EX', this.#ttl);
+        if (kind === 'D' && channel === '' && sender === '') return c.set(only[0], text, 'EX', this.#ttl);
       }
       const keys: string[] = [];
       const args: string[] = [String(this.#ttl), TAIL];
@@ -168,21 +182,22 @@ export class RedisBackend implements Backend {
     await Promise.all(updates.map((u) => this.setState(u)));
   }
 
-  /** The five SET_STATES_LUA arguments of one write. */
-  #scriptArgs({ update, base }: QueuedState): [string, string, string, string, string] {
+  /** The six SET_STATES_LUA arguments of one write. */
+  #scriptArgs({ update, base }: QueuedState): [string, string, string, string, string, string] {
     // PENDING starts a document afresh (Go overwrites too), so it needs no read.
-    if (update.state === TaskStates.PENDING) return ['D', encodeTaskState(mergeTaskState(update, null)), '', '', ''];
+    if (update.state === TaskStates.PENDING) return ['D', encodeTaskState(mergeTaskState(update, null)), '', '', '', ''];
     // Waiters only return on a completed state, so only those are announced.
     const completed = update.state === TaskStates.SUCCESS || update.state === TaskStates.FAILURE;
     const channel = completed ? stateChannel(update.taskUUID) : '';
-    if (base) return ['D', encodeTaskState(mergeTaskState(update, base)), '', '', channel];
+    const sender = completed && update.announceTo?.startsWith(REPLY_CHANNEL_PREFIX) ? update.announceTo : '';
+    if (base) return ['D', encodeTaskState(mergeTaskState(update, base)), '', '', channel, sender];
     const head = `${stringifyExactJson({ TaskUUID: update.taskUUID }).slice(0, -1)},"TaskName":`;
     const rest = stringifyExactJson({
       State: update.state,
       Results: update.state === TaskStates.SUCCESS ? (update.results ?? []).map((r) => ({ Type: r.Type, Value: r.Value })) : null,
       Error: update.state === TaskStates.FAILURE ? (update.error ?? '') : '',
     });
-    return ['S', head, `,${rest.slice(1, -1)},"CreatedAt":`, update.taskName, channel];
+    return ['S', head, `,${rest.slice(1, -1)},"CreatedAt":`, update.taskName, channel, sender];
   }
 
   // Every other command first sends the queued state writes, so it is applied after them.
@@ -232,12 +247,20 @@ export class RedisBackend implements Backend {
     await this.#scripted.mtsResetChord(groupUUID, this.#ttl);
   }
 
+  announceTo(): string | undefined {
+    return this.#reply.on && !this.#closed ? this.#reply.channel : undefined;
+  }
+
   async waitForState(taskUUID: string, options: WaitOptions): Promise<TaskState | null> {
     if (this.#closed || options.signal?.aborted) return this.getState(taskUUID);
+    // Sent by this process while its announce channel was up: the completion comes there.
+    const viaReply = this.#reply.on && options.announcedOn === this.#reply.channel;
+    if (!this.#reply.on) this.#startReply();
     return waitForAnnouncedState({
       ...options,
       read: () => this.getState(taskUUID),
       listen: (wake) => {
+        if (viaReply) return this.#listenReply(taskUUID, wake);
         // The announcement carries the document written, so a completed one ends the wait with
         // no further read. Anything else (an older announcer's bare state name) means "read".
         const onMessage = (message: string): void => {
@@ -255,6 +278,46 @@ export class RedisBackend implements Backend {
       closing: this.#waiters,
       isClosed: () => this.#closed,
     });
+  }
+
+  /** Subscribes to this backend's announce channel, once; tasks sent after that name it. */
+  #startReply(): void {
+    const reply = this.#reply;
+    if (reply.starting || this.#closed) return;
+    reply.starting = true;
+    this.#sub()
+      .subscribe(reply.channel)
+      .then(
+        () => (reply.on = !this.#closed),
+        // Not fatal: waits keep subscribing per task, and a later wait tries again.
+        () => (reply.starting = false),
+      );
+  }
+
+  #listenReply(taskUUID: string, wake: (state: TaskState) => void): { ready: Promise<unknown>; stop: () => void } {
+    const waiters = this.#reply.waiters;
+    let wakes = waiters.get(taskUUID);
+    if (!wakes) waiters.set(taskUUID, (wakes = new Set()));
+    wakes.add(wake);
+    return {
+      ready: Promise.resolve(),
+      stop: () => {
+        wakes.delete(wake);
+        if (wakes.size === 0 && waiters.get(taskUUID) === wakes) waiters.delete(taskUUID);
+      },
+    };
+  }
+
+  #onReply(message: string): void {
+    if (this.#reply.waiters.size === 0) return;
+    let state: TaskState;
+    try {
+      state = decodeTaskState(message);
+    } catch {
+      return; // not one of ours; the waits' poll still reads the store
+    }
+    const wakes = this.#reply.waiters.get(state.TaskUUID);
+    if (wakes) for (const wake of [...wakes]) wake(state);
   }
 
   async #listen(taskUUID: string, wake: (message: string) => void): Promise<void> {
@@ -284,6 +347,7 @@ export class RedisBackend implements Backend {
       const sub = this.#client.duplicate();
       sub.on('error', () => {});
       sub.on('message', (channel: string, message: string) => {
+        if (channel === this.#reply.channel) return this.#onReply(message);
         const entry = this.#listeners.get(channel);
         if (entry) for (const wake of [...entry.wakes]) wake(message);
       });

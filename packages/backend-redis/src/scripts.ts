@@ -17,18 +17,19 @@ end
 
 /**
  * KEYS: task UUIDs, one write each (a batch of one event-loop turn).
- * ARGV: 1 expiry seconds, 2 tail (`,"TTL":0}`), then five per key:
- *   'D', a whole document, '', '', channel — written as is (a PENDING one, or a later state
- *        merged in the process with a PENDING document written in the same batch);
+ * ARGV: 1 expiry seconds, 2 tail (`,"TTL":0}`), then six per key:
+ *   'D', a whole document, '', '', channel, sender channel — written as is (a PENDING one,
+ *        or a later state merged in the process with a PENDING document of the same batch);
  *   'S', head (`{"TaskUUID":"…","TaskName":`), middle (`,"State":…,"CreatedAt":`), task name,
- *        channel ('' for none; the document written is announced on it).
+ *        channel, sender channel.
+ * The document written is announced on each channel that is not ''.
  * An 'S' write keeps TaskName and CreatedAt from the stored document, as Go's merge does.
  */
 export const SET_STATES_LUA = `${JSON_STRING}
 local ttl = ARGV[1]
 local tail = ARGV[2]
 for i = 1, #KEYS do
-  local o = 2 + (i - 1) * 5
+  local o = 2 + (i - 1) * 6
   local text
   if ARGV[o + 1] == 'D' then
     text = ARGV[o + 2]
@@ -47,6 +48,7 @@ for i = 1, #KEYS do
   end
   redis.call('SET', KEYS[i], text, 'EX', ttl)
   if ARGV[o + 5] ~= '' then redis.call('PUBLISH', ARGV[o + 5], text) end
+  if ARGV[o + 6] ~= '' then redis.call('PUBLISH', ARGV[o + 6], text) end
 end
 return #KEYS
 `;

@@ -20,7 +20,12 @@ const POLL_MAX_MS = 250;
 export class AsyncResult<R extends unknown[] = unknown[]> {
   #last: TaskState | null = null;
 
-  constructor(readonly taskUUID: string, readonly backend: Backend) {}
+  /** `announcedOn`: the announce target the task was sent with (Server sets it), so the wait can use it. */
+  constructor(
+    readonly taskUUID: string,
+    readonly backend: Backend,
+    readonly announcedOn?: string,
+  ) {}
 
   /** The current state, or `null` if the backend has none (yet, or any more). */
   async state(): Promise<TaskState | null> {
@@ -31,7 +36,7 @@ export class AsyncResult<R extends unknown[] = unknown[]> {
 
   /** Resolves with the task's results, converted by their Go types; rejects with its error. */
   async get(options: GetOptions = {}): Promise<R> {
-    const state = await waitCompleted(this.backend, this.taskUUID, options);
+    const state = await waitCompleted(this.backend, this.taskUUID, this.announcedOn ? { ...options, announcedOn: this.announcedOn } : options);
     this.#last = state;
     return AsyncResult.unwrap(state) as R;
   }
@@ -42,7 +47,11 @@ export class AsyncResult<R extends unknown[] = unknown[]> {
   }
 }
 
-export async function waitCompleted(backend: Backend, taskUUID: string, options: GetOptions = {}): Promise<TaskState> {
+export async function waitCompleted(
+  backend: Backend,
+  taskUUID: string,
+  options: GetOptions & { readonly announcedOn?: string } = {},
+): Promise<TaskState> {
   if (backend.capabilities.storesStates === false) {
     throw new ConfigError(`cannot wait for task ${taskUUID}: the result backend stores no states (NullBackend); configure one that does`);
   }
@@ -54,7 +63,11 @@ export async function waitCompleted(backend: Backend, taskUUID: string, options:
     const left = deadline - Date.now();
     let state: TaskState | null;
     if (backend.waitForState && left > 0) {
-      state = await backend.waitForState(taskUUID, { timeoutMs: left, ...(options.signal ? { signal: options.signal } : {}) });
+      state = await backend.waitForState(taskUUID, {
+        timeoutMs: left,
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.announcedOn ? { announcedOn: options.announcedOn } : {}),
+      });
     } else {
       state = await backend.getState(taskUUID);
     }

@@ -22,3 +22,4 @@ export * from './config.js';
 export * from './create-server.js';
 export * from './cork.js';
 export * from './wait-state.js';
+export * from './announce.js';

@@ -1,3 +1,4 @@
+import { announcedOn, withAnnounceTarget } from './announce.js';
 import { AsyncResult, type GetOptions, waitCompleted } from './async-result.js';
 import type { Backend, PlainWrite, StateUpdate } from './contracts/backend.js';
 import type { Broker } from './contracts/broker.js';
@@ -83,10 +84,7 @@ export class Server {
   async sendTask<R extends readonly GoType[]>(signature: TypedSignature<[], R>): Promise<AsyncResult<GoValues<R>>>;
   async sendTask<R extends unknown[] = unknown[]>(signature: UntypedSignature | UntypedSignatureInit): Promise<AsyncResult<R>>;
   async sendTask(signature: Signature | SignatureInit): Promise<AsyncResult> {
-    // Always normalised: a partial init that happens to carry some fields must still encode every Go key.
-    const sig = newSignature(signature);
-    if (!sig.UUID) sig.UUID = newTaskUUID();
-    if (!sig.Headers) sig.Headers = {};
+    const sig = this.#outgoing(signature);
     const pending = { taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.PENDING };
     const write = this.#carriedWrite(pending);
     if (write) {
@@ -95,7 +93,7 @@ export class Server {
       } catch (err) {
         throw new MachineryError('TASK_FAILED', `Set state pending and publish error: ${(err as Error).message}`, { cause: err });
       }
-      return new AsyncResult(sig.UUID, this.backend);
+      return this.#result(sig);
     }
     try {
       await this.backend.setState(pending);
@@ -107,7 +105,22 @@ export class Server {
     } catch (err) {
       throw new MachineryError('TASK_FAILED', `Publish message error: ${(err as Error).message}`, { cause: err });
     }
-    return new AsyncResult(sig.UUID, this.backend);
+    return this.#result(sig);
+  }
+
+  /** A signature as it goes out: every Go key present, a UUID, and the sender's announce target. */
+  #outgoing(signature: Signature | SignatureInit): Signature {
+    // Always normalised: a partial init that happens to carry some fields must still encode every Go key.
+    let sig = newSignature(signature);
+    if (!sig.UUID) sig.UUID = newTaskUUID();
+    if (!sig.Headers) sig.Headers = {};
+    const target = this.backend.announceTo?.();
+    if (target) sig = withAnnounceTarget(sig, target);
+    return sig;
+  }
+
+  #result(sig: Signature): AsyncResult {
+    return new AsyncResult(sig.UUID, this.backend, announcedOn(sig));
   }
 
   /**
@@ -129,12 +142,7 @@ export class Server {
   async sendTasks(
     signatures: readonly (TypedSignature<[], readonly GoType[]> | UntypedSignature | UntypedSignatureInit)[],
   ): Promise<AsyncResult[]> {
-    const sigs = signatures.map((s) => {
-      const sig = newSignature(s);
-      if (!sig.UUID) sig.UUID = newTaskUUID();
-      if (!sig.Headers) sig.Headers = {};
-      return sig;
-    });
+    const sigs = signatures.map((s) => this.#outgoing(s));
     if (sigs.length === 0) return [];
     const pending = sigs.map((s) => ({ taskUUID: s.UUID, taskName: s.Name, state: TaskStates.PENDING }));
     const writes = pending.map((p) => this.#carriedWrite(p));
@@ -146,7 +154,7 @@ export class Server {
           cause: err,
         });
       }
-      return sigs.map((s) => new AsyncResult(s.UUID, this.backend));
+      return sigs.map((s) => this.#result(s));
     }
     try {
       if (this.backend.setStates) await this.backend.setStates(pending);
@@ -161,7 +169,7 @@ export class Server {
         cause: err,
       });
     }
-    return sigs.map((s) => new AsyncResult(s.UUID, this.backend));
+    return sigs.map((s) => this.#result(s));
   }
 
   /** Sends every group task, at most `concurrency` publishes at once (0 = all at once). */

@@ -1,3 +1,4 @@
+import { announcedOn } from './announce.js';
 import type { Delivery, Outcome, Subscription } from './contracts/broker.js';
 import {
   MalformedMessageError,
@@ -376,7 +377,7 @@ export class Worker {
   }
 
   async #taskSucceeded(sig: Signature, results: TaskResult[]): Promise<void> {
-    await this.#server.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results });
+    await this.#server.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results, ...announce(sig) });
     for (const cb of sig.OnSuccess ?? []) {
       const next = copySignature(cb);
       if (!sig.Immutable) next.Args = [...(next.Args ?? []), ...results.map(toArg)];
@@ -408,13 +409,13 @@ export class Worker {
   /** A member failed for good: the chord's result records it, so nobody waits forever. */
   async #failChord(callback: Signature, error: string): Promise<void> {
     const backend = this.#server.backend;
-    await backend.setState({ taskUUID: callback.UUID, taskName: callback.Name, state: TaskStates.FAILURE, error });
+    await backend.setState({ taskUUID: callback.UUID, taskName: callback.Name, state: TaskStates.FAILURE, error, ...announce(callback) });
     for (const onError of callback.OnError ?? []) await this.#sendOnError(onError, error);
   }
 
   async #taskFailed(sig: Signature, err: Error): Promise<void> {
     const backend = this.#server.backend;
-    await backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.FAILURE, error: err.message });
+    await backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.FAILURE, error: err.message, ...announce(sig) });
     this.#reportError(err, sig);
     for (const cb of sig.OnError ?? []) await this.#sendOnError(cb, err.message);
     if (sig.GroupUUID && sig.ChordCallback) {
@@ -455,7 +456,7 @@ export class Worker {
       this.#unknownSeen.delete(key);
       this.#reportError(err, sig);
       if (sig.UUID) {
-        await this.#server.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.FAILURE, error: err.message });
+        await this.#server.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.FAILURE, error: err.message, ...announce(sig) });
       }
       return { kind: 'dead-letter', reason: err.message };
     }
@@ -466,6 +467,12 @@ export class Worker {
     if (this.#opts.onError) this.#opts.onError(err, sig);
     else console.error(`[machinery-ts] ${sig ? `${sig.Name} ${sig.UUID}: ` : ''}${err.message}`);
   }
+}
+
+/** The sender's announce target, for a completed state's write. */
+function announce(sig: Signature): { announceTo?: string } {
+  const target = announcedOn(sig);
+  return target ? { announceTo: target } : {};
 }
 
 function toArg(r: TaskResult): Arg {

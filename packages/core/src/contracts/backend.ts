@@ -82,6 +82,15 @@ export interface Backend {
    */
   waitForState?(taskUUID: string, options: WaitOptions): Promise<TaskState | null>;
 
+  /**
+   * Where this backend hears completions announced for the tasks this process sends, once
+   * it listens there (it may start at its first wait): Server puts it in each task's
+   * `machinery-ts-announce` header, the worker passes it on with the completed state
+   * (`StateUpdate.announceTo`), and a wait for such a task (`WaitOptions.announcedOn`)
+   * needs no listening of its own. `undefined` while not listening. Optional.
+   */
+  announceTo?(): string | undefined;
+
   purgeState(taskUUID: string): Promise<void>;
   purgeGroupMeta(groupUUID: string): Promise<void>;
 
@@ -124,6 +133,11 @@ export interface StateUpdate {
   readonly state: TaskStateName;
   readonly results?: readonly TaskResult[] | null;
   readonly error?: string;
+  /**
+   * The sender's announce target from the task's header: a backend that announces
+   * completed states announces this one there too. Absent for most writes.
+   */
+  readonly announceTo?: string;
 }
 
 export type ChordTriggerMode = { readonly when: 'complete'; readonly count: number } | { readonly when: 'now' };
@@ -135,4 +149,6 @@ export type ChordTriggerResult =
 export interface WaitOptions {
   readonly timeoutMs: number;
   readonly signal?: AbortSignal;
+  /** The announce target the task was sent with (see `Backend.announceTo`), when known. */
+  readonly announcedOn?: string;
 }
