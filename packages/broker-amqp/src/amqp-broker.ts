@@ -13,6 +13,7 @@ import {
   encodeSignature,
   parseRfc3339,
 } from '@machinery-ts/core';
+import { type AckHandle, AckBatcher } from './ack-batcher.js';
 
 export interface AmqpBrokerOptions {
   /** AMQP URL, e.g. `amqp://guest:guest@localhost:5672/`. Never logged with its password. */
@@ -470,7 +471,10 @@ export class AmqpBroker implements Broker {
   async close(): Promise<void> {
     if (this.#closed && !this.#conn) return;
     this.#closed = true;
-    for (const s of [...this.#subs]) await s.stop().catch(() => {});
+    const subs = [...this.#subs];
+    for (const s of subs) await s.stop().catch(() => {});
+    // Acks gathered for this turn go out before the connection does, or their tasks would rerun.
+    for (const s of subs) s.flushAcks();
     const conn = this.#conn;
     this.#conn = null;
     if (conn?.alive) {
@@ -483,6 +487,7 @@ export class AmqpBroker implements Broker {
 
 class AmqpSubscription implements Subscription {
   #ch: Channel | null = null;
+  #acks: AckBatcher | null = null;
   #tag: string | null = null;
   #stopped = false;
   #attaching: Promise<void> | null = null;
@@ -509,9 +514,12 @@ class AmqpSubscription implements Subscription {
     const run = async (): Promise<void> => {
       if (this.#stopped || !conn.alive) return;
       const ch = await conn.model.createChannel();
+      const acks = new AckBatcher(ch);
       ch.on('error', (e: Error) => this.options.onError?.(e));
       ch.on('close', () => {
         closedChannels.add(ch);
+        acks.channelClosed();
+        if (this.#acks === acks) this.#acks = null;
         if (this.#ch === ch) this.#ch = null;
         if (this.#attachedTo === conn && this.#attachPromise === p) {
           this.#attachedTo = null;
@@ -527,7 +535,8 @@ class AmqpSubscription implements Subscription {
         await this.declare(conn, ch);
         await ch.prefetch(Math.max(1, this.options.prefetch), false);
         this.#ch = ch;
-        const ok = await ch.consume(this.queue, (msg) => this.#onMessage(ch, msg), {
+        this.#acks = acks;
+        const ok = await ch.consume(this.queue, (msg) => this.#onMessage(ch, acks, msg), {
           noAck: false,
           exclusive: false,
           ...(this.options.consumerTag ? { consumerTag: this.options.consumerTag } : {}),
@@ -553,13 +562,17 @@ class AmqpSubscription implements Subscription {
     return p.catch((e: Error) => this.options.onError?.(e));
   }
 
-  #onMessage(ch: Channel, msg: ConsumeMessage | null): void {
+  #onMessage(ch: Channel, acks: AckBatcher, msg: ConsumeMessage | null): void {
     if (msg === null) {
       // The server cancelled the consumer (queue deleted).
       this.options.onError?.(new Error(`AMQP consumer of ${this.queue} was cancelled by the server`));
       return;
     }
-    this.options.onDelivery(new AmqpDelivery(this.broker, ch, this.queue, msg, this.options.onError));
+    this.options.onDelivery(new AmqpDelivery(this.broker, ch, acks, this.queue, msg, this.options.onError));
+  }
+
+  flushAcks(): void {
+    this.#acks?.flush();
   }
 
   async stop(): Promise<void> {
@@ -577,59 +590,55 @@ class AmqpSubscription implements Subscription {
 class AmqpDelivery implements Delivery {
   readonly body: string;
   readonly deliveryCount: number;
+  readonly #acks: AckBatcher;
+  readonly #handle: AckHandle;
   #settled = false;
 
   constructor(
     readonly broker: AmqpBroker,
     readonly channel: Channel,
+    acks: AckBatcher,
     readonly queue: string,
     readonly msg: ConsumeMessage,
     readonly onError: ((e: Error) => void) | undefined,
   ) {
     this.body = msg.content.toString('utf8');
     this.deliveryCount = msg.fields.redelivered ? 2 : 1;
+    this.#acks = acks;
+    this.#handle = acks.track(msg);
   }
 
   #alive(): boolean {
     return !closedChannels.has(this.channel);
   }
 
-  /** Acks / nacks are fire-and-forget in AMQP; a dead channel means the server redelivers. */
-  #safe(fn: () => void): void {
-    try {
-      fn();
-    } catch {
-      // Channel already closed: the broker redelivers the message.
+  settle(outcome: Outcome): Promise<void> {
+    if (this.#settled) return Promise.resolve();
+    this.#settled = true;
+    switch (outcome.kind) {
+      case 'ack':
+        return this.#acks.ack(this.#handle);
+      case 'requeue':
+        this.#acks.nack(this.#handle, true);
+        return Promise.resolve();
+      case 'retry-later':
+      case 'dead-letter':
+        return this.#republish(outcome);
     }
   }
 
-  async settle(outcome: Outcome): Promise<void> {
-    if (this.#settled) return;
-    this.#settled = true;
+  async #republish(outcome: Extract<Outcome, { kind: 'retry-later' | 'dead-letter' }>): Promise<void> {
+    if (!this.#alive()) return;
     const headers = (this.msg.properties.headers ?? {}) as Record<string, unknown>;
     try {
-      switch (outcome.kind) {
-        case 'ack':
-          this.#safe(() => this.channel.ack(this.msg, false));
-          return;
-        case 'requeue':
-          this.#safe(() => this.channel.nack(this.msg, false, true));
-          return;
-        case 'retry-later':
-          if (!this.#alive()) return;
-          await this.broker.publishRetry(this.msg.content, headers, this.queue, outcome.delayMs);
-          this.#safe(() => this.channel.ack(this.msg, false));
-          return;
-        case 'dead-letter':
-          if (!this.#alive()) return;
-          await this.broker.publishDeadLetter(this.msg.content, headers, this.queue, outcome.reason);
-          this.#safe(() => this.channel.ack(this.msg, false));
-          return;
-      }
+      if (outcome.kind === 'retry-later') await this.broker.publishRetry(this.msg.content, headers, this.queue, outcome.delayMs);
+      else await this.broker.publishDeadLetter(this.msg.content, headers, this.queue, outcome.reason);
     } catch (err) {
       // Could not re-publish: give the message back rather than lose it.
       this.onError?.(err instanceof Error ? err : new Error(String(err)));
-      this.#safe(() => this.channel.nack(this.msg, false, true));
+      this.#acks.nack(this.#handle, true);
+      return;
     }
+    await this.#acks.ack(this.#handle);
   }
 }
