@@ -17,9 +17,13 @@ import { Redis, type RedisOptions } from 'ioredis';
 
 /**
  * Redis broker, wire-compatible with Go Machinery v2 (task lists and the `delayed_tasks`
- * ZSET), with at-least-once delivery added on top: messages are claimed with `BLMOVE`
- * into a per-consumer in-flight list guarded by a lease; a reaper returns the in-flight
- * messages of consumers whose lease ran out to the head of their queue.
+ * ZSET), with at-least-once delivery added on top: every claimed message sits in a
+ * per-consumer in-flight store guarded by a lease until it is settled; a reaper returns
+ * the in-flight messages of consumers whose lease ran out to the head of their queue.
+ *
+ * Two in-flight stores per consumer: batches claimed from a non-empty queue go into a HASH
+ * under a numbered field (acked by number: a short HDEL instead of sending the body back
+ * for an LREM), and the one message a `BLMOVE` waits for on an empty queue into a LIST.
  */
 export interface RedisBrokerOptions {
   /** `redis://[user:pass@]host:port/db`; ignored when `client` is given. @default 'redis://127.0.0.1:6379' */
@@ -57,17 +61,59 @@ class LuaScript {
   }
 }
 
-/** Moves up to ARGV[1] messages from the queue head to the in-flight list. */
+/**
+ * KEYS: queue, claimed hash. ARGV: most messages to take. Moves them from the queue head
+ * into the hash under consecutive numbers (field '#' holds the last number given) and
+ * returns number, body, number, body, …
+ */
 const CLAIM = new LuaScript(`
+local bodies = redis.call('LPOP', KEYS[1], ARGV[1])
+if not bodies then return {} end
+local last = redis.call('HINCRBY', KEYS[2], '#', #bodies)
 local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
-  if not v then break end
-  out[#out + 1] = v
+for i, body in ipairs(bodies) do
+  out[2 * i - 1] = tostring(last - #bodies + i)
+  out[2 * i] = body
 end
+redis.call('HSET', KEYS[2], unpack(out))
 return out`);
 
-/** KEYS: inflight, target. ARGV: body, mode, extra. Acts only if the message was still in flight. */
+/**
+ * Lua shared by the reaper and release: puts a consumer's in-flight messages (claimed hash
+ * in number order, then the blocking list) back at the head of queue q, oldest first.
+ */
+const RETURN_INFLIGHT = `
+local function return_inflight(claimed, inflight, q)
+  local moved = 0
+  local all = redis.call('HGETALL', claimed)
+  local held = {}
+  for i = 1, #all, 2 do
+    if all[i] ~= '#' then held[#held + 1] = { tonumber(all[i]), all[i + 1] } end
+  end
+  table.sort(held, function(a, b) return a[1] < b[1] end)
+  for i = #held, 1, -1 do
+    redis.call('LPUSH', q, held[i][2])
+    moved = moved + 1
+  end
+  while true do
+    local v = redis.call('LMOVE', inflight, q, 'RIGHT', 'LEFT')
+    if not v then break end
+    moved = moved + 1
+  end
+  redis.call('DEL', claimed, inflight)
+  return moved
+end
+`;
+
+/** KEYS: claimed hash, target. ARGV: number, body, mode, extra. Acts only if the message was still in flight. */
+const SETTLE_CLAIMED = new LuaScript(`
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ARGV[3] == 'requeue' then redis.call('LPUSH', KEYS[2], ARGV[2])
+elseif ARGV[3] == 'later' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+elseif ARGV[3] == 'dead' then redis.call('RPUSH', KEYS[2], ARGV[4]) end
+return 1`);
+
+/** KEYS: inflight list, target. ARGV: body, mode, extra. Acts only if the message was still in flight. */
 const SETTLE = new LuaScript(`
 local removed = redis.call('LREM', KEYS[1], 1, ARGV[1])
 if removed == 0 then return 0 end
@@ -92,8 +138,8 @@ for i = 2, #ARGV, 2 do
 end
 return now`);
 
-/** KEYS: leases, consumers, lock. ARGV: lockOwner, intervalMs, inflightPrefix. */
-const REAP = new LuaScript(`
+/** KEYS: leases, consumers, lock. ARGV: lockOwner, intervalMs, inflightPrefix, claimedPrefix. */
+const REAP = new LuaScript(`${RETURN_INFLIGHT}
 if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -101,15 +147,8 @@ local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
 local moved = 0
 for _, id in ipairs(dead) do
   local q = redis.call('HGET', KEYS[2], id)
-  local inflight = ARGV[3] .. id
-  if q then
-    while true do
-      local v = redis.call('LMOVE', inflight, q, 'RIGHT', 'LEFT')
-      if not v then break end
-      moved = moved + 1
-    end
-  end
-  redis.call('DEL', inflight)
+  if q then moved = moved + return_inflight(ARGV[4] .. id, ARGV[3] .. id, q)
+  else redis.call('DEL', ARGV[4] .. id, ARGV[3] .. id) end
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
 end
@@ -120,17 +159,11 @@ const DROP_REAPER_LOCK = new LuaScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`);
 
-/** KEYS: inflight, queue, leases, consumers. ARGV: id. Returns everything in flight to the queue head. */
-const RELEASE = new LuaScript(`
-local moved = 0
-while true do
-  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not v then break end
-  moved = moved + 1
-end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
+/** KEYS: claimed, inflight, queue, leases, consumers. ARGV: id. Returns everything in flight to the queue head. */
+const RELEASE = new LuaScript(`${RETURN_INFLIGHT}
+local moved = return_inflight(KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 return moved`);
 
 /** KEYS: delayed. ARGV: now_ns, limit, fallback queue. Moves due members to their RoutingKey list. */
@@ -186,7 +219,7 @@ export class RedisBroker implements Broker {
   readonly #id = randomBytes(8).toString('hex');
   readonly #subs = new Set<RedisSubscription>();
   readonly #timers = new Set<NodeJS.Timeout>();
-  readonly #acks = new Map<string, { bodies: string[]; done: Settle[] }>();
+  readonly #acks = new Map<string, { members: string[]; byNumber: boolean; done: Settle[] }>();
   readonly #pushes = new Map<string, { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }>();
   #promoterRunning = false;
   #closed = false;
@@ -222,8 +255,13 @@ export class RedisBroker implements Broker {
   get reaperLockKey(): string {
     return `${this.#prefix}reaper-lock`;
   }
+  /** `machinery-ts:inflight:<consumer>`: LIST of the messages a blocking claim took. */
   inflightKey(consumerId: string): string {
     return `${this.#prefix}inflight:${consumerId}`;
+  }
+  /** `machinery-ts:claimed:<consumer>`: HASH number → message of batch claims ('#': last number). */
+  claimedKey(consumerId: string): string {
+    return `${this.#prefix}claimed:${consumerId}`;
   }
   /** Where dead-lettered messages go: a LIST of `{"reason","queue","body"}` JSON documents. */
   static deadLetterKey(queue: string): string {
@@ -382,7 +420,7 @@ export class RedisBroker implements Broker {
       this.client,
       [this.leasesKey, this.consumersKey, this.reaperLockKey],
       // The lock lapses a little before the next tick, so timer jitter never skips a round.
-      [this.#id, Math.max(1, Math.floor(this.reapIntervalMs * 0.8)), `${this.#prefix}inflight:`],
+      [this.#id, Math.max(1, Math.floor(this.reapIntervalMs * 0.8)), `${this.#prefix}inflight:`, `${this.#prefix}claimed:`],
     );
     return Number(moved);
   }
@@ -424,41 +462,34 @@ export class RedisBroker implements Broker {
     this.#subs.delete(sub);
   }
 
-  async settle(sub: RedisSubscription, body: string, outcome: Outcome): Promise<void> {
-    const inflight = this.inflightKey(sub.consumerId);
-    switch (outcome.kind) {
-      case 'ack':
-        await this.#ack(inflight, body);
-        return;
-      case 'requeue':
-        await SETTLE.run(this.client, [inflight, sub.queue], [body, 'requeue', '']);
-        return;
-      case 'retry-later':
-        await SETTLE.run(this.client, [inflight, this.delayedTasksKey], [body, 'later', String((Date.now() + Math.max(0, outcome.delayMs)) * 1e6)]);
-        return;
-      case 'dead-letter':
-        await SETTLE.run(
-          this.client,
-          [inflight, RedisBroker.deadLetterKey(sub.queue)],
-          [body, 'dead', JSON.stringify({ reason: outcome.reason, queue: sub.queue, body })],
-        );
-        return;
-    }
+  /** `claimNo`: the delivery's number in the consumer's claimed hash; absent for the blocking list. */
+  async settle(sub: RedisSubscription, body: string, claimNo: string | undefined, outcome: Outcome): Promise<void> {
+    const store = claimNo === undefined ? this.inflightKey(sub.consumerId) : this.claimedKey(sub.consumerId);
+    if (outcome.kind === 'ack') return this.#ack(store, claimNo ?? body, claimNo !== undefined);
+    const [target, mode, extra] =
+      outcome.kind === 'requeue'
+        ? [sub.queue, 'requeue', '']
+        : outcome.kind === 'retry-later'
+          ? [this.delayedTasksKey, 'later', String((Date.now() + Math.max(0, outcome.delayMs)) * 1e6)]
+          : [RedisBroker.deadLetterKey(sub.queue), 'dead', JSON.stringify({ reason: outcome.reason, queue: sub.queue, body })];
+    if (claimNo === undefined) await SETTLE.run(this.client, [store, target], [body, mode, extra]);
+    else await SETTLE_CLAIMED.run(this.client, [store, target], [claimNo, body, mode, extra]);
   }
 
   /**
-   * Acks that arrive in the same turn of the event loop go out as one script call: a busy
-   * worker finishes many tasks per turn, and one LREM round trip each was a large share of
-   * its Redis traffic. Each ack still resolves only once Redis has removed its message.
+   * Acks that arrive in the same turn of the event loop go out as one command per store
+   * (an HDEL of numbers, or one script of LREMs for the blocking list): a busy worker
+   * finishes many tasks per turn. Each ack still resolves only once Redis has removed its
+   * message.
    */
-  #ack(inflight: string, body: string): Promise<void> {
-    let batch = this.#acks.get(inflight);
+  #ack(store: string, member: string, byNumber: boolean): Promise<void> {
+    let batch = this.#acks.get(store);
     if (!batch) {
-      batch = { bodies: [], done: [] };
-      this.#acks.set(inflight, batch);
+      batch = { members: [], byNumber, done: [] };
+      this.#acks.set(store, batch);
       if (this.#acks.size === 1) setImmediate(() => this.#flushAcks());
     }
-    batch.bodies.push(body);
+    batch.members.push(member);
     return new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject }));
   }
 
@@ -466,8 +497,12 @@ export class RedisBroker implements Broker {
     const batches = [...this.#acks];
     this.#acks.clear();
     corkForTick(this.client.stream);
-    for (const [inflight, { bodies, done }] of batches) {
-      const sent = bodies.length === 1 ? this.client.lrem(inflight, 1, bodies[0] as string) : ACK.run(this.client, [inflight], bodies);
+    for (const [store, { members, byNumber, done }] of batches) {
+      const sent = byNumber
+        ? this.client.hdel(store, ...members)
+        : members.length === 1
+          ? this.client.lrem(store, 1, members[0] as string)
+          : ACK.run(this.client, [store], members);
       sent.then(
         () => done.forEach((d) => d.resolve()),
         (e: unknown) => done.forEach((d) => d.reject(asError(e))),
@@ -477,7 +512,11 @@ export class RedisBroker implements Broker {
 
   /** Gives a consumer's in-flight messages back to the head of its queue and drops its lease. */
   async release(sub: RedisSubscription): Promise<void> {
-    await RELEASE.run(this.client, [this.inflightKey(sub.consumerId), sub.queue, this.leasesKey, this.consumersKey], [sub.consumerId]);
+    await RELEASE.run(
+      this.client,
+      [this.claimedKey(sub.consumerId), this.inflightKey(sub.consumerId), sub.queue, this.leasesKey, this.consumersKey],
+      [sub.consumerId],
+    );
   }
 
   get closed(): boolean {
@@ -552,24 +591,22 @@ class RedisSubscription implements Subscription {
 
   async #run(): Promise<void> {
     const inflight = this.broker.inflightKey(this.consumerId);
+    const claimed = this.broker.claimedKey(this.consumerId);
     const prefetch = Math.max(1, this.options.prefetch);
     while (!this.#stopped) {
-      const free = prefetch - this.#outstanding.size;
+      // Bounded so one claim's reply stays within what Lua can unpack.
+      const free = Math.min(prefetch - this.#outstanding.size, 1000);
       if (free <= 0) {
         await new Promise<void>((r) => (this.#wake = r));
         continue;
       }
       try {
         corkForTick(this.broker.client.stream);
-        let bodies = (await CLAIM.run(this.broker.client, [this.queue, inflight], [free])) as string[];
-        if (bodies.length === 0 && !this.#stopped) {
+        const pairs = (await CLAIM.run(this.broker.client, [this.queue, claimed], [free])) as string[];
+        for (let i = 0; i + 1 < pairs.length; i += 2) this.#deliver(pairs[i + 1] as string, pairs[i]);
+        if (pairs.length === 0 && !this.#stopped) {
           const one = await this.blocking.blmove(this.queue, inflight, 'LEFT', 'RIGHT', 1);
-          bodies = one === null ? [] : [one];
-        }
-        for (const body of bodies) {
-          const d = new RedisDelivery(this, body);
-          this.#outstanding.add(d);
-          this.options.onDelivery(d);
+          if (one !== null) this.#deliver(one, undefined);
         }
       } catch (e) {
         if (this.#stopped || this.broker.closed) break;
@@ -579,10 +616,16 @@ class RedisSubscription implements Subscription {
     }
   }
 
+  #deliver(body: string, claimNo: string | undefined): void {
+    const d = new RedisDelivery(this, body, claimNo);
+    this.#outstanding.add(d);
+    this.options.onDelivery(d);
+  }
+
   /** @internal */
   async settled(d: RedisDelivery, outcome: Outcome): Promise<void> {
     // On failure the delivery stays outstanding (and in flight, under the lease) so the caller may retry.
-    await this.broker.settle(this, d.body, outcome);
+    await this.broker.settle(this, d.body, d.claimNo, outcome);
     this.#outstanding.delete(d);
     this.#signal();
     if (this.#stopped && this.#outstanding.size === 0 && !this.broker.closed) {
@@ -635,6 +678,8 @@ class RedisDelivery implements Delivery {
   constructor(
     readonly sub: RedisSubscription,
     readonly body: string,
+    /** Its number in the consumer's claimed hash; absent when a blocking claim put it in the list. */
+    readonly claimNo: string | undefined,
   ) {
     this.queue = sub.queue;
   }

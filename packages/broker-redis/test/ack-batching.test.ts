@@ -23,35 +23,36 @@ afterAll(async () => {
 });
 
 describe('RedisBroker acks', () => {
-  it('sends the acks of one turn as one call, and each resolves only once its message left the in-flight list', async () => {
+  it('sends the acks of one turn as one HDEL of claim numbers, each resolving only once its message left the claimed hash', async () => {
     const n = 40;
     await broker.publishBatch(Array.from({ length: n }, (_, i) => newSignature({ Name: 'noop', UUID: `t${i}` })));
     const c = collectDeliveries();
     const sub = await broker.consume(queue, { prefetch: n, onDelivery: c.onDelivery, consumerTag: 'acks' });
     await c.until(n);
-    const inflight = (await redis.keys(`${keyPrefix}inflight:acks:*`))[0] as string;
-    expect(await redis.llen(inflight)).toBe(n);
+    const claimed = (await redis.keys(`${keyPrefix}claimed:acks:*`))[0] as string;
+    expect(await redis.hlen(claimed)).toBe(n + 1); // the messages and the '#' counter
 
     const calls: string[] = [];
     const client = broker.client;
-    const lrem = client.lrem.bind(client);
-    const evalsha = client.evalsha.bind(client);
-    client.lrem = ((...a: Parameters<typeof lrem>) => (calls.push(`lrem ${String(a[0])}`), lrem(...a))) as typeof lrem;
-    client.evalsha = ((...a: Parameters<typeof evalsha>) => (calls.push(`evalsha ${String(a[2])} ${a.length}`), evalsha(...a))) as typeof evalsha;
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((command: { name: string; args: unknown[] }, ...rest: unknown[]) => {
+      calls.push(`${command.name} ${String(command.args[0])} ${command.args.length}`);
+      return (send as (...a: unknown[]) => unknown)(command, ...rest);
+    }) as typeof client.sendCommand;
     try {
       await Promise.all(c.got.map((d) => d.settle({ kind: 'ack' })));
     } finally {
-      client.lrem = lrem;
-      client.evalsha = evalsha;
+      client.sendCommand = send;
     }
-    // Calls on the in-flight list (claims of new work name the queue first): sha, numkeys,
-    // the in-flight key, then one argument per acked body.
-    expect(calls.filter((call) => call.includes(inflight))).toEqual([`evalsha ${inflight} ${3 + n}`]);
-    expect(await redis.llen(inflight)).toBe(0);
+    // The key and one number per acked message; no body is sent back.
+    expect(calls.filter((call) => call.includes(claimed))).toEqual([`hdel ${claimed} ${1 + n}`]);
+    expect(await redis.hkeys(claimed)).toEqual(['#']);
 
-    // A lone ack is a plain LREM.
+    // On an empty queue the consumer waits in BLMOVE: that message sits in the list, and a lone ack is a plain LREM.
+    const inflight = broker.inflightKey((await redis.hkeys(broker.consumersKey)).find((k) => k.startsWith('acks:')) as string);
     await broker.publish(newSignature({ Name: 'noop', UUID: 'single' }));
     await c.until(n + 1);
+    expect(await redis.llen(inflight)).toBe(1);
     await c.got[n]?.settle({ kind: 'ack' });
     expect(await redis.llen(inflight)).toBe(0);
     await sub.stop();
@@ -72,5 +73,33 @@ describe('RedisBroker acks', () => {
     const left = await redis.lrange(q2, 0, -1);
     await redis.del(q2);
     expect(left.map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual(['unsettled']);
+  });
+});
+
+describe('RedisBroker in-flight return', () => {
+  it("puts a dead consumer's claimed messages back at the queue head in their order, the unsettled only", async () => {
+    const q3 = `${queue}_reap`;
+    const prefix = `mts_test_${randomUUID()}:`;
+    const dying = new RedisBroker({ url, defaultQueue: q3, keyPrefix: prefix, leaseMs: 300, reapIntervalMs: 100 });
+    await dying.publishBatch(Array.from({ length: 8 }, (_, i) => newSignature({ Name: 'noop', UUID: `m${i}` })));
+    const c = collectDeliveries();
+    await dying.consume(q3, { prefetch: 5, onDelivery: c.onDelivery, consumerTag: 'dying' });
+    await c.until(5);
+    await c.got[1]?.settle({ kind: 'ack' });
+    await c.got[3]?.settle({ kind: 'ack' });
+    await dying.disconnectAbruptly();
+    const reaper = new RedisBroker({ url, defaultQueue: q3, keyPrefix: prefix, leaseMs: 300, reapIntervalMs: 100 });
+    let moved = 0;
+    for (let i = 0; i < 40 && moved <= 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      moved = await reaper.reap();
+    }
+    // The two acks freed slots, so it had claimed more before it died: all unsettled come back.
+    expect(moved).toBe(c.got.length - 2);
+    const left = (await redis.lrange(q3, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
+    expect(left).toEqual(['m0', 'm2', 'm4', 'm5', 'm6', 'm7']);
+    expect(await redis.keys(`${prefix}claimed:*`)).toEqual([]);
+    await reaper.close();
+    await redis.del(q3);
   });
 });

@@ -108,12 +108,12 @@ describe('Redis restarted (AOF on) in the middle of 5,000 tasks', () => {
     const states = await readStates(redis, uuids);
     uuids.forEach((u, i) => expect(states.get(u)?.Results).toEqual([{ Type: 'int64', Value: i }]));
     expect(await redis.llen(queue)).toBe(0);
-    // Nothing is left claimed-but-unsettled in the worker's in-flight list (a claim whose reply
-    // was lost in the restart would strand its messages there under a live lease).
+    // Nothing is left claimed-but-unsettled in the worker's in-flight list or claimed hash (a
+    // claim whose reply was lost in the restart would strand its messages there under a live lease).
     const inflightLeft = async (): Promise<number> => {
-      const lists = await redis.keys(`${keyPrefix}inflight:*`);
       let n = 0;
-      for (const k of lists) n += await redis.llen(k);
+      for (const k of await redis.keys(`${keyPrefix}inflight:*`)) n += await redis.llen(k);
+      for (const k of await redis.keys(`${keyPrefix}claimed:*`)) n += (await redis.hkeys(k)).filter((f) => f !== '#').length;
       return n;
     };
     for (let waited = 0; (await inflightLeft()) > 0 && waited < 5000; waited += 100) await sleep(100);
