@@ -100,6 +100,13 @@ function toAmqpValue(v: WireValue): unknown {
   return v;
 }
 
+/** A signature ready for `basic.publish`. */
+interface Outgoing {
+  readonly routingKey: string;
+  readonly body: Buffer;
+  readonly props: Options.Publish;
+}
+
 const closedChannels = new WeakSet<Channel>();
 const int64 = (n: number): { '!': 'int64'; value: number } => ({ '!': 'int64', value: n });
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -318,14 +325,99 @@ export class AmqpBroker implements Broker {
   async publish(signature: Signature): Promise<void> {
     if (this.#closed) throw new ClosedError('AmqpBroker');
     this.adjustRoutingKey(signature);
+    const eta = signature.ETA ? parseRfc3339(signature.ETA) : null;
+    if (eta !== null && eta - Date.now() >= 1) await this.#publishLater(signature, eta);
+    else await this.#publishNow([this.#outgoing(signature)]);
+  }
+
+  async publishBatch(signatures: readonly Signature[]): Promise<void> {
+    if (this.#closed) throw new ClosedError('AmqpBroker');
+    const now: Outgoing[] = [];
+    const later: Promise<void>[] = [];
+    const start = Date.now();
+    for (const s of signatures) {
+      this.adjustRoutingKey(s);
+      const eta = s.ETA ? parseRfc3339(s.ETA) : null;
+      if (eta !== null && eta - start >= 1) later.push(this.#publishLater(s, eta));
+      else now.push(this.#outgoing(s));
+    }
+    const results = await Promise.allSettled([this.#publishNow(now), ...later]);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  #outgoing(signature: Signature): Outgoing {
+    return {
+      routingKey: signature.RoutingKey,
+      body: Buffer.from(encodeSignature(signature), 'utf8'),
+      props: {
+        contentType: 'application/json',
+        deliveryMode: 2,
+        priority: signature.Priority,
+        headers: signature.Headers ? (toAmqpValue(signature.Headers) as Record<string, unknown>) : {},
+      },
+    };
+  }
+
+  /**
+   * Publishes straight to the exchange and resolves when every message is confirmed. After a
+   * lost connection only the unconfirmed ones go again, so a batch is not duplicated wholesale.
+   */
+  async #publishNow(messages: readonly Outgoing[]): Promise<void> {
+    if (messages.length === 0) return;
+    let left = messages;
+    await this.#withConnection('publish', async (conn) => {
+      const ch = conn.pub ?? (await this.#pubChannel(conn));
+      // The target work queues, declared as Go's producer does (direct: RoutingKey bound by RoutingKey).
+      if (this.#exchangeType === 'direct') {
+        let last = '';
+        for (const m of left) {
+          if (m.routingKey === last) continue;
+          last = m.routingKey;
+          await this.#declareWorkQueue(conn, ch, last, last);
+        }
+      } else {
+        await this.#declareWorkQueue(conn, ch, this.#defaultQueue, this.#bindingKey);
+      }
+      const { failed, error } = await this.#confirmAll(ch, left);
+      left = failed;
+      if (error) throw error;
+    });
+  }
+
+  /**
+   * Publishes every message with one confirm callback each, counted rather than turned into a
+   * promise apiece. Resolves once every callback has come back, with the ones not confirmed.
+   */
+  #confirmAll(ch: ConfirmChannel, messages: readonly Outgoing[]): Promise<{ failed: Outgoing[]; error: Error | null }> {
+    return new Promise((resolve) => {
+      let waiting = messages.length;
+      let error: Error | null = null;
+      const failed: Outgoing[] = [];
+      for (const m of messages) {
+        const done = (err: unknown): void => {
+          if (err) {
+            error ??= err instanceof Error ? err : new Error(String(err));
+            failed.push(m);
+          }
+          if (--waiting === 0) resolve({ failed, error });
+        };
+        try {
+          ch.publish(this.#exchange, m.routingKey, m.body, m.props, done);
+        } catch (err) {
+          done(err ?? new Error('publish failed'));
+        }
+      }
+    });
+  }
+
+  async #publishLater(signature: Signature, eta: number): Promise<void> {
     const body = Buffer.from(encodeSignature(signature), 'utf8');
     const headers = signature.Headers ? (toAmqpValue(signature.Headers) as Record<string, unknown>) : {};
-    const eta = signature.ETA ? parseRfc3339(signature.ETA) : null;
     const routingKey = signature.RoutingKey;
-    const priority = signature.Priority;
     await this.#withConnection('publish', async (conn) => {
       const ch = await this.#pubChannel(conn);
-      const delayMs = eta === null ? 0 : Math.floor(eta - Date.now());
+      const delayMs = Math.floor(eta - Date.now());
       // The target work queue, declared as Go's producer does (direct: RoutingKey bound by RoutingKey).
       if (this.#exchangeType === 'direct') await this.#declareWorkQueue(conn, ch, routingKey, routingKey);
       else await this.#declareWorkQueue(conn, ch, this.#defaultQueue, this.#bindingKey);
@@ -336,7 +428,7 @@ export class AmqpBroker implements Broker {
       await this.#confirm(ch, this.#exchange, routingKey, body, {
         contentType: 'application/json',
         deliveryMode: 2,
-        priority,
+        priority: signature.Priority,
         headers,
       });
     });
@@ -393,13 +485,6 @@ export class AmqpBroker implements Broker {
         reject(err as Error);
       }
     });
-  }
-
-  async publishBatch(signatures: readonly Signature[]): Promise<void> {
-    // Publishes are pipelined on the confirm channel; each is awaited independently.
-    const results = await Promise.allSettled(signatures.map((s) => this.publish(s)));
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
   }
 
   /** Re-publishes a consumed body after `delayMs` straight to `queue` (retry-later). */
