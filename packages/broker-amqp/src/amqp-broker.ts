@@ -14,6 +14,7 @@ import {
   parseRfc3339,
 } from '@machinery-ts/core';
 import { type AckHandle, AckBatcher } from './ack-batcher.js';
+import { coalesceWrites } from './coalesce-writes.js';
 
 export interface AmqpBrokerOptions {
   /** AMQP URL, e.g. `amqp://guest:guest@localhost:5672/`. Never logged with its password. */
@@ -209,6 +210,7 @@ export class AmqpBroker implements Broker {
       const gone = new Promise<void>((r) => (markGone = r));
       try {
         model = await amqp.connect(this.#url);
+        coalesceWrites(model);
         const opened = model;
         const conn: Conn = { model, generation: ++this.#generation, declared: new Set(), declaring: new Map(), gone, pub: null, pubOpening: null, alive: true };
         model.on('error', (e: Error) => this.#report(e));
