@@ -87,6 +87,7 @@ export class RedisBackend implements Backend {
   readonly #mutex: string;
   readonly #pollMs: number;
   readonly #batch: StateBatch<QueuedState>;
+  #store: string | undefined;
   #subscriber: Redis | undefined;
   /** Per channel: the waiters' wake-ups and the SUBSCRIBE they share. */
   readonly #listeners = new Map<string, { wakes: Set<(message: string) => void>; ready: Promise<unknown> }>();
@@ -150,7 +151,7 @@ export class RedisBackend implements Backend {
    * (`RedisBroker.carriesWritesFor`), so a PENDING state can travel with its task.
    */
   get store(): string {
-    return redisStore(this.#client);
+    return (this.#store ??= redisStore(this.#client));
   }
 
   plainWrite(update: StateUpdate): PlainWrite | undefined {

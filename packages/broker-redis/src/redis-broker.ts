@@ -222,6 +222,7 @@ export class RedisBroker implements Broker {
   readonly #acks = new Map<string, { members: string[]; byNumber: boolean; done: Settle[] }>();
   readonly #pushes = new Map<string, { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }>();
   #promoterRunning = false;
+  #store: string | undefined;
   #closed = false;
 
   constructor(options: RedisBrokerOptions = {}) {
@@ -299,8 +300,11 @@ export class RedisBroker implements Broker {
 
   /** `redis://host:port/db` (or the socket path) of the server this broker publishes to. */
   get store(): string {
-    const o = this.client.options;
-    return o.path ? `redis+unix://${o.path}/${o.db ?? 0}` : `redis://${o.host ?? '127.0.0.1'}:${o.port ?? 6379}/${o.db ?? 0}`;
+    if (this.#store === undefined) {
+      const o = this.client.options;
+      this.#store = o.path ? `redis+unix://${o.path}/${o.db ?? 0}` : `redis://${o.host ?? '127.0.0.1'}:${o.port ?? 6379}/${o.db ?? 0}`;
+    }
+    return this.#store;
   }
 
   carriesWritesFor(store: string): boolean {
