@@ -62,21 +62,36 @@ class LuaScript {
 }
 
 /**
- * KEYS: queue, claimed hash. ARGV: most messages to take. Moves them from the queue head
- * into the hash under consecutive numbers (field '#' holds the last number given) and
+ * Lua shared by the claims: moves up to n messages from the head of queue q into the
+ * claimed hash under consecutive numbers (field '#' holds the last number given) and
  * returns number, body, number, body, …
  */
-const CLAIM = new LuaScript(`
-local bodies = redis.call('LPOP', KEYS[1], ARGV[1])
-if not bodies then return {} end
-local last = redis.call('HINCRBY', KEYS[2], '#', #bodies)
-local out = {}
-for i, body in ipairs(bodies) do
-  out[2 * i - 1] = tostring(last - #bodies + i)
-  out[2 * i] = body
+const CLAIM_INTO = `
+local function claim_into(q, claimed, n)
+  local bodies = redis.call('LPOP', q, n)
+  if not bodies then return {} end
+  local last = redis.call('HINCRBY', claimed, '#', #bodies)
+  local out = {}
+  for i, body in ipairs(bodies) do
+    out[2 * i - 1] = tostring(last - #bodies + i)
+    out[2 * i] = body
+  end
+  redis.call('HSET', claimed, unpack(out))
+  return out
 end
-redis.call('HSET', KEYS[2], unpack(out))
-return out`);
+`;
+
+/** KEYS: queue, claimed hash. ARGV: most messages to take. */
+const CLAIM = new LuaScript(`${CLAIM_INTO}
+return claim_into(KEYS[1], KEYS[2], ARGV[1])`);
+
+/**
+ * KEYS: claimed hash, queue. ARGV: most messages to take, then the numbers acked. The acks
+ * of a turn and the claim of the slots they free, in one round trip.
+ */
+const ACK_CLAIM = new LuaScript(`${CLAIM_INTO}
+for i = 2, #ARGV, 1000 do redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+return claim_into(KEYS[2], KEYS[1], ARGV[1])`);
 
 /**
  * Lua shared by the reaper and release: puts a consumer's in-flight messages (claimed hash
@@ -219,7 +234,7 @@ export class RedisBroker implements Broker {
   readonly #id = randomBytes(8).toString('hex');
   readonly #subs = new Set<RedisSubscription>();
   readonly #timers = new Set<NodeJS.Timeout>();
-  readonly #acks = new Map<string, { members: string[]; byNumber: boolean; done: Settle[] }>();
+  readonly #acks = new Map<string, { sub: RedisSubscription; members: string[]; byNumber: boolean; done: Settle[] }>();
   readonly #pushes = new Map<string, { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }>();
   #promoterRunning = false;
   #store: string | undefined;
@@ -469,7 +484,7 @@ export class RedisBroker implements Broker {
   /** `claimNo`: the delivery's number in the consumer's claimed hash; absent for the blocking list. */
   async settle(sub: RedisSubscription, body: string, claimNo: string | undefined, outcome: Outcome): Promise<void> {
     const store = claimNo === undefined ? this.inflightKey(sub.consumerId) : this.claimedKey(sub.consumerId);
-    if (outcome.kind === 'ack') return this.#ack(store, claimNo ?? body, claimNo !== undefined);
+    if (outcome.kind === 'ack') return this.#ack(sub, store, claimNo ?? body, claimNo !== undefined);
     const [target, mode, extra] =
       outcome.kind === 'requeue'
         ? [sub.queue, 'requeue', '']
@@ -486,10 +501,10 @@ export class RedisBroker implements Broker {
    * finishes many tasks per turn. Each ack still resolves only once Redis has removed its
    * message.
    */
-  #ack(store: string, member: string, byNumber: boolean): Promise<void> {
+  #ack(sub: RedisSubscription, store: string, member: string, byNumber: boolean): Promise<void> {
     let batch = this.#acks.get(store);
     if (!batch) {
-      batch = { members: [], byNumber, done: [] };
+      batch = { sub, members: [], byNumber, done: [] };
       this.#acks.set(store, batch);
       if (this.#acks.size === 1) setImmediate(() => this.#flushAcks());
     }
@@ -501,16 +516,25 @@ export class RedisBroker implements Broker {
     const batches = [...this.#acks];
     this.#acks.clear();
     corkForTick(this.client.stream);
-    for (const [store, { members, byNumber, done }] of batches) {
-      const sent = byNumber
-        ? this.client.hdel(store, ...members)
-        : members.length === 1
-          ? this.client.lrem(store, 1, members[0] as string)
-          : ACK.run(this.client, [store], members);
-      sent.then(
-        () => done.forEach((d) => d.resolve()),
-        (e: unknown) => done.forEach((d) => d.reject(asError(e))),
-      );
+    for (const [store, { sub, members, byNumber, done }] of batches) {
+      const settleAll = (sent: Promise<unknown>): void => {
+        sent.then(
+          () => done.forEach((d) => d.resolve()),
+          (e: unknown) => done.forEach((d) => d.reject(asError(e))),
+        );
+      };
+      if (!byNumber) {
+        settleAll(members.length === 1 ? this.client.lrem(store, 1, members[0] as string) : ACK.run(this.client, [store], members));
+        continue;
+      }
+      // The slots these acks free are claimed again in the same script, rather than by a
+      // claim that would wait for the acks' reply first.
+      const refill = sub.freeSlots(members.length);
+      if (refill <= 0) {
+        settleAll(this.client.hdel(store, ...members));
+        continue;
+      }
+      settleAll(sub.claiming(refill, ACK_CLAIM.run(this.client, [store, sub.queue], [refill, ...members]) as Promise<string[]>));
     }
   }
 
@@ -566,6 +590,8 @@ class RedisSubscription implements Subscription {
   #stopped = false;
   #loop: Promise<void> = Promise.resolve();
   #outstanding = new Set<RedisDelivery>();
+  /** Slots asked for by claims still waiting for their reply. */
+  #claiming = 0;
   #wake: (() => void) | null = null;
   #released = false;
   #stopping: Promise<void> | null = null;
@@ -593,23 +619,50 @@ class RedisSubscription implements Subscription {
     w?.();
   }
 
+  /**
+   * How many more messages may be claimed now: prefetch minus those held and those being
+   * claimed; `released` counts acks that the same claim applies first. Bounded so one
+   * claim's reply stays within what Lua can unpack.
+   */
+  freeSlots(released = 0): number {
+    if (this.#stopped) return 0;
+    return Math.min(Math.max(1, this.options.prefetch) - this.#outstanding.size - this.#claiming + released, 1000);
+  }
+
+  /** Counts `n` slots as being claimed until `reply` (number, body pairs) arrives, then delivers it; returns how many came. */
+  async claiming(n: number, reply: Promise<string[]>): Promise<number> {
+    this.#claiming += n;
+    let pairs: string[];
+    try {
+      pairs = await reply;
+    } finally {
+      this.#claiming -= n;
+    }
+    for (let i = 0; i + 1 < pairs.length; i += 2) this.#deliver(pairs[i + 1] as string, pairs[i]);
+    return pairs.length / 2;
+  }
+
   async #run(): Promise<void> {
     const inflight = this.broker.inflightKey(this.consumerId);
     const claimed = this.broker.claimedKey(this.consumerId);
-    const prefetch = Math.max(1, this.options.prefetch);
     while (!this.#stopped) {
-      // Bounded so one claim's reply stays within what Lua can unpack.
-      const free = Math.min(prefetch - this.#outstanding.size, 1000);
+      const free = this.freeSlots();
       if (free <= 0) {
         await new Promise<void>((r) => (this.#wake = r));
         continue;
       }
       try {
         corkForTick(this.broker.client.stream);
-        const pairs = (await CLAIM.run(this.broker.client, [this.queue, claimed], [free])) as string[];
-        for (let i = 0; i + 1 < pairs.length; i += 2) this.#deliver(pairs[i + 1] as string, pairs[i]);
-        if (pairs.length === 0 && !this.#stopped) {
-          const one = await this.blocking.blmove(this.queue, inflight, 'LEFT', 'RIGHT', 1);
+        const got = await this.claiming(free, CLAIM.run(this.broker.client, [this.queue, claimed], [free]) as Promise<string[]>);
+        if (got === 0 && !this.#stopped) {
+          // An empty queue: wait for one message (the slot counts as being claimed meanwhile).
+          this.#claiming += 1;
+          let one: string | null;
+          try {
+            one = await this.blocking.blmove(this.queue, inflight, 'LEFT', 'RIGHT', 1);
+          } finally {
+            this.#claiming -= 1;
+          }
           if (one !== null) this.#deliver(one, undefined);
         }
       } catch (e) {

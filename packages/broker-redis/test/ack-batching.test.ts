@@ -23,7 +23,7 @@ afterAll(async () => {
 });
 
 describe('RedisBroker acks', () => {
-  it('sends the acks of one turn as one HDEL of claim numbers, each resolving only once its message left the claimed hash', async () => {
+  it('sends the acks of one turn as one call carrying claim numbers (no bodies), each resolving only once its message left the claimed hash', async () => {
     const n = 40;
     await broker.publishBatch(Array.from({ length: n }, (_, i) => newSignature({ Name: 'noop', UUID: `t${i}` })));
     const c = collectDeliveries();
@@ -32,11 +32,11 @@ describe('RedisBroker acks', () => {
     const claimed = (await redis.keys(`${keyPrefix}claimed:acks:*`))[0] as string;
     expect(await redis.hlen(claimed)).toBe(n + 1); // the messages and the '#' counter
 
-    const calls: string[] = [];
+    const calls: string[][] = [];
     const client = broker.client;
     const send = client.sendCommand.bind(client);
     client.sendCommand = ((command: { name: string; args: unknown[] }, ...rest: unknown[]) => {
-      calls.push(`${command.name} ${String(command.args[0])} ${command.args.length}`);
+      calls.push([command.name, ...command.args.map(String)]);
       return (send as (...a: unknown[]) => unknown)(command, ...rest);
     }) as typeof client.sendCommand;
     try {
@@ -44,8 +44,14 @@ describe('RedisBroker acks', () => {
     } finally {
       client.sendCommand = send;
     }
-    // The key and one number per acked message; no body is sent back.
-    expect(calls.filter((call) => call.includes(claimed))).toEqual([`hdel ${claimed} ${1 + n}`]);
+    // One call removes from the hash (its first key): the acks, with the claim of the slots they
+    // free (the queue is empty, so nothing comes). It carries one number per acked message and no
+    // body. (eval: a first-time NOSCRIPT retry; the claim that follows names the queue first.)
+    const onHash = calls.filter((call) => call[0] !== 'eval' && (call[1] === claimed || call[3] === claimed));
+    expect(onHash).toHaveLength(1);
+    const numbers = c.got.map((d) => (d as unknown as { claimNo: string }).claimNo).sort();
+    expect(onHash[0]?.slice(-n).sort()).toEqual(numbers);
+    expect(onHash[0]?.some((a) => a.includes('"noop"'))).toBe(false);
     expect(await redis.hkeys(claimed)).toEqual(['#']);
 
     // On an empty queue the consumer waits in BLMOVE: that message sits in the list, and a lone ack is a plain LREM.
@@ -101,5 +107,39 @@ describe('RedisBroker in-flight return', () => {
     expect(await redis.keys(`${prefix}claimed:*`)).toEqual([]);
     await reaper.close();
     await redis.del(q3);
+  });
+});
+
+describe('RedisBroker refills on ack', () => {
+  it('claims the slots a turn of acks frees in the same call, never above prefetch', async () => {
+    const q4 = `${queue}_refill`;
+    const prefix = `mts_test_${randomUUID()}:`;
+    const b = new RedisBroker({ url, defaultQueue: q4, keyPrefix: prefix });
+    await b.publishBatch(Array.from({ length: 30 }, (_, i) => newSignature({ Name: 'noop', UUID: `r${i}` })));
+    const c = collectDeliveries();
+    const sub = await b.consume(q4, { prefetch: 10, onDelivery: c.onDelivery, consumerTag: 'refill' });
+    await c.until(10);
+    const names: string[] = [];
+    const send = b.client.sendCommand.bind(b.client);
+    b.client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+      names.push(command.name);
+      return (send as (...a: unknown[]) => unknown)(command, ...rest);
+    }) as typeof b.client.sendCommand;
+    await Promise.all(c.got.slice(0, 4).map((d) => d.settle({ kind: 'ack' })));
+    // The 4 freed slots came back with the acks' reply: delivered before the acks resolved.
+    expect(c.got).toHaveLength(14);
+    expect(names.filter((n) => n === 'evalsha' || n === 'hdel')).toEqual(['evalsha']);
+    b.client.sendCommand = send;
+    expect(await redis.llen(q4)).toBe(16);
+    // Never more than prefetch unsettled, and the rest drains normally.
+    for (let settled = 4; settled < 30; settled++) {
+      expect(c.got.length - settled).toBeLessThanOrEqual(10);
+      await c.until(settled + 1);
+      await c.got[settled]?.settle({ kind: 'ack' });
+    }
+    expect(new Set(c.got.map((d) => (JSON.parse(d.body) as { UUID: string }).UUID)).size).toBe(30);
+    await sub.stop();
+    await b.close();
+    await redis.del(q4);
   });
 });
