@@ -4,6 +4,7 @@ import { collectDeliveries } from '@machinery-ts/contract-tests';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisBroker } from '../src/index.js';
+import { recordCommands } from './support.js';
 
 const url = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
 const queue = `mts_test_acks_${randomUUID()}`;
@@ -32,18 +33,13 @@ describe('RedisBroker acks', () => {
     const claimed = (await redis.keys(`${keyPrefix}claimed:acks:*`))[0] as string;
     expect(await redis.hlen(claimed)).toBe(n + 1); // the messages and the '#' counter
 
-    const calls: string[][] = [];
-    const client = broker.client;
-    const send = client.sendCommand.bind(client);
-    client.sendCommand = ((command: { name: string; args: unknown[] }, ...rest: unknown[]) => {
-      calls.push([command.name, ...command.args.map(String)]);
-      return (send as (...a: unknown[]) => unknown)(command, ...rest);
-    }) as typeof client.sendCommand;
+    const recorded = recordCommands(broker.client);
     try {
       await Promise.all(c.got.map((d) => d.settle({ kind: 'ack' })));
     } finally {
-      client.sendCommand = send;
+      recorded.stop();
     }
+    const calls = recorded.calls;
     // One call removes from the hash (its first key): the acks, with the claim of the slots they
     // free (the queue is empty, so nothing comes). It carries one number per acked message and no
     // body. (eval: a first-time NOSCRIPT retry; the claim that follows names the queue first.)
@@ -119,17 +115,12 @@ describe('RedisBroker refills on ack', () => {
     const c = collectDeliveries();
     const sub = await b.consume(q4, { prefetch: 10, onDelivery: c.onDelivery, consumerTag: 'refill' });
     await c.until(10);
-    const names: string[] = [];
-    const send = b.client.sendCommand.bind(b.client);
-    b.client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
-      names.push(command.name);
-      return (send as (...a: unknown[]) => unknown)(command, ...rest);
-    }) as typeof b.client.sendCommand;
+    const recorded = recordCommands(b.client);
     await Promise.all(c.got.slice(0, 4).map((d) => d.settle({ kind: 'ack' })));
+    recorded.stop();
     // The 4 freed slots came back with the acks' reply: delivered before the acks resolved.
     expect(c.got).toHaveLength(14);
-    expect(names.filter((n) => n === 'evalsha' || n === 'hdel')).toEqual(['evalsha']);
-    b.client.sendCommand = send;
+    expect(recorded.names().filter((n) => n === 'evalsha' || n === 'hdel')).toEqual(['evalsha']);
     expect(await redis.llen(q4)).toBe(16);
     // Never more than prefetch unsettled, and the rest drains normally.
     for (let settled = 4; settled < 30; settled++) {

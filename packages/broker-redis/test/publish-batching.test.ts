@@ -3,6 +3,7 @@ import { newSignature } from '@machinery-ts/core';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisBroker } from '../src/index.js';
+import { recordCommands } from './support.js';
 
 const url = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
 const queue = `mts_test_pushes_${randomUUID()}`;
@@ -94,21 +95,15 @@ describe('a PENDING state carried with its task', () => {
     const backend = new RedisBackend({ url, resultsExpireIn: 120 });
     const server = new Server({ broker, backend, defaultQueue: queue });
     await redis.del(queue);
-    const calls: string[] = [];
-    const client = broker.client;
-    const send = client.sendCommand.bind(client);
-    client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
-      calls.push(command.name);
-      return (send as (...a: unknown[]) => unknown)(command, ...rest);
-    }) as typeof client.sendCommand;
+    const recorded = recordCommands(broker.client);
     let results;
     try {
       results = await Promise.all([1, 2, 3].map(() => server.sendTask({ Name: 'noop' })));
     } finally {
-      client.sendCommand = send;
+      recorded.stop();
     }
     // evalsha, or evalsha then eval the first time the server sees the script.
-    expect(calls.filter((c) => c !== 'eval')).toEqual(['evalsha']);
+    expect(recorded.names().filter((c) => c !== 'eval')).toEqual(['evalsha']);
     for (const r of results) {
       const state = await backend.getState(r.taskUUID);
       expect(state?.State).toBe('PENDING');

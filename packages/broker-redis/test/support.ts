@@ -50,3 +50,17 @@ export async function waitAllSuccess(redis: Redis, uuids: readonly string[], tim
     await sleep(250);
   }
 }
+
+/**
+ * Records the commands `client` sends (name, then arguments as text) until `stop()`: what
+ * actually goes to Redis, for tests about batching.
+ */
+export function recordCommands(client: Redis): { calls: string[][]; names: () => string[]; stop: () => void } {
+  const calls: string[][] = [];
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = ((command: { name: string; args: unknown[] }, ...rest: unknown[]) => {
+    calls.push([command.name, ...command.args.map(String)]);
+    return (send as (...a: unknown[]) => unknown)(command, ...rest);
+  }) as typeof client.sendCommand;
+  return { calls, names: () => calls.map((c) => c[0] as string), stop: () => void (client.sendCommand = send) };
+}
