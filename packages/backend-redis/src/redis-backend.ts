@@ -310,7 +310,15 @@ export class RedisBackend implements Backend {
   }
 
   #onReply(message: string): void {
-    if (this.#reply.waiters.size === 0) return;
+    const waiters = this.#reply.waiters;
+    if (waiters.size === 0) return;
+    // Every completion of a task this process sent comes here, waited for or not: the id at
+    // the head of the document (as written here) decides before anything is decoded.
+    const head = '{"TaskUUID":"';
+    if (message.startsWith(head)) {
+      const id = message.slice(head.length, message.indexOf('"', head.length));
+      if (!id.includes('\\') && !waiters.has(id)) return;
+    }
     let state: TaskState;
     try {
       state = decodeTaskState(message);

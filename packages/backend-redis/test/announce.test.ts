@@ -83,6 +83,24 @@ describe("a sender's announce channel", () => {
     await backend.close();
   });
 
+  it('a waiter on the announce channel hears its task among others, an id that needs escaping too', async () => {
+    const backend = new RedisBackend({ url: URL, resultsExpireIn: 60, waitPollMs: 60_000 });
+    const writer = new RedisBackend({ url: URL, resultsExpireIn: 60 });
+    await backend.waitForState(id(), { timeoutMs: 1 }); // the first wait starts the channel
+    await until(() => backend.announceTo() !== undefined);
+    const channel = backend.announceTo() as string;
+    const odd = `${id()}"with\\escapes`;
+    const waiting = backend.waitForState(odd, { timeoutMs: 3000, announcedOn: channel });
+    const others = Array.from({ length: 20 }, id);
+    await Promise.all(others.map((u) => writer.setState({ taskUUID: u, taskName: 'x', state: 'SUCCESS', results: [], announceTo: channel })));
+    await writer.setState({ taskUUID: odd, taskName: 'x', state: 'FAILURE', error: 'boom', announceTo: channel });
+    const state = await waiting;
+    expect(state?.TaskUUID).toBe(odd);
+    expect(state?.Error).toBe('boom');
+    await writer.close();
+    await backend.close();
+  });
+
   it('a wait naming a channel this backend does not listen on subscribes per task as before', async () => {
     const backend = new RedisBackend({ url: URL, resultsExpireIn: 60 });
     const uuid = id();
