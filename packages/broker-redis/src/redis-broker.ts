@@ -638,6 +638,8 @@ class RedisSubscription implements Subscription {
     } finally {
       this.#claiming -= n;
     }
+    // Claimed after stop() began (an ack's refill): not handed out, so stop() keeps its word;
+    // they stay in the claimed hash, and the release that follows the last settle returns them.
     for (let i = 0; i + 1 < pairs.length; i += 2) this.#deliver(pairs[i + 1] as string, pairs[i]);
     return pairs.length / 2;
   }

@@ -134,3 +134,26 @@ describe('RedisBroker refills on ack', () => {
     await redis.del(q4);
   });
 });
+
+describe('RedisBroker stop during a refill', () => {
+  it('hands out nothing after stop(), and the refilled messages go back to the queue', async () => {
+    const q5 = `${queue}_stop`;
+    const prefix = `mts_test_${randomUUID()}:`;
+    const b = new RedisBroker({ url, defaultQueue: q5, keyPrefix: prefix });
+    await b.publishBatch(Array.from({ length: 20 }, (_, i) => newSignature({ Name: 'noop', UUID: `s${i}` })));
+    const c = collectDeliveries();
+    const sub = await b.consume(q5, { prefetch: 5, onDelivery: c.onDelivery, consumerTag: 'stopping' });
+    await c.until(5);
+    const acks = c.got.slice(0, 5).map((d) => d.settle({ kind: 'ack' }));
+    await new Promise((r) => setImmediate(r)); // the acks and their refill are sent…
+    await sub.stop(); // …and stop() begins before the reply
+    const seen = c.got.length;
+    await Promise.all(acks);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(c.got.length).toBe(seen);
+    expect(await redis.llen(q5)).toBe(20 - seen);
+    expect(await redis.keys(`${prefix}claimed:*`)).toEqual([]);
+    await b.close();
+    await redis.del(q5);
+  });
+});
