@@ -640,6 +640,7 @@ class RedisSubscription implements Subscription {
     }
     // Claimed after stop() began (an ack's refill): not handed out, so stop() keeps its word;
     // they stay in the claimed hash, and the release that follows the last settle returns them.
+    if (this.#stopped) return 0;
     for (let i = 0; i + 1 < pairs.length; i += 2) this.#deliver(pairs[i + 1] as string, pairs[i]);
     return pairs.length / 2;
   }
