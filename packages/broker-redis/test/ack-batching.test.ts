@@ -106,15 +106,25 @@ describe('RedisBroker in-flight return', () => {
   });
 });
 
+/** A broker of its own on a fresh queue holding `n` messages, consumed with `prefetch`; waits for the first deliveries. */
+async function consuming(tag: string, n: number, prefetch: number) {
+  const q = `${queue}_${tag}`;
+  const prefix = `mts_test_${randomUUID()}:`;
+  const b = new RedisBroker({ url, defaultQueue: q, keyPrefix: prefix });
+  await b.publishBatch(Array.from({ length: n }, (_, i) => newSignature({ Name: 'noop', UUID: `${tag}${i}` })));
+  const c = collectDeliveries();
+  const sub = await b.consume(q, { prefetch, onDelivery: c.onDelivery, consumerTag: tag });
+  await c.until(prefetch);
+  const done = async (): Promise<void> => {
+    await b.close();
+    await redis.del(q);
+  };
+  return { q, prefix, b, c, sub, done };
+}
+
 describe('RedisBroker refills on ack', () => {
   it('claims the slots a turn of acks frees in the same call, never above prefetch', async () => {
-    const q4 = `${queue}_refill`;
-    const prefix = `mts_test_${randomUUID()}:`;
-    const b = new RedisBroker({ url, defaultQueue: q4, keyPrefix: prefix });
-    await b.publishBatch(Array.from({ length: 30 }, (_, i) => newSignature({ Name: 'noop', UUID: `r${i}` })));
-    const c = collectDeliveries();
-    const sub = await b.consume(q4, { prefetch: 10, onDelivery: c.onDelivery, consumerTag: 'refill' });
-    await c.until(10);
+    const { q: q4, b, c, sub, done } = await consuming('refill', 30, 10);
     const recorded = recordCommands(b.client);
     await Promise.all(c.got.slice(0, 4).map((d) => d.settle({ kind: 'ack' })));
     recorded.stop();
@@ -130,20 +140,13 @@ describe('RedisBroker refills on ack', () => {
     }
     expect(new Set(c.got.map((d) => (JSON.parse(d.body) as { UUID: string }).UUID)).size).toBe(30);
     await sub.stop();
-    await b.close();
-    await redis.del(q4);
+    await done();
   });
 });
 
 describe('RedisBroker stop during a refill', () => {
   it('hands out nothing after stop(), and the refilled messages go back to the queue', async () => {
-    const q5 = `${queue}_stop`;
-    const prefix = `mts_test_${randomUUID()}:`;
-    const b = new RedisBroker({ url, defaultQueue: q5, keyPrefix: prefix });
-    await b.publishBatch(Array.from({ length: 20 }, (_, i) => newSignature({ Name: 'noop', UUID: `s${i}` })));
-    const c = collectDeliveries();
-    const sub = await b.consume(q5, { prefetch: 5, onDelivery: c.onDelivery, consumerTag: 'stopping' });
-    await c.until(5);
+    const { q: q5, prefix, c, sub, done } = await consuming('stopping', 20, 5);
     const acks = c.got.slice(0, 5).map((d) => d.settle({ kind: 'ack' }));
     await new Promise((r) => setImmediate(r)); // the acks and their refill are sent…
     await sub.stop(); // …and stop() begins before the reply
@@ -153,7 +156,6 @@ describe('RedisBroker stop during a refill', () => {
     expect(c.got.length).toBe(seen);
     expect(await redis.llen(q5)).toBe(20 - seen);
     expect(await redis.keys(`${prefix}claimed:*`)).toEqual([]);
-    await b.close();
-    await redis.del(q5);
+    await done();
   });
 });
