@@ -273,12 +273,15 @@ export class Worker {
         : this.#opts.progressStates === 'started'
           ? [TaskStates.STARTED]
           : [];
+    const report = (err: unknown): void => this.#reportError(err as Error, sig);
     const write = (state: TaskStateName): Promise<void> => backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state });
-    let written: Promise<void>;
-    if (states.length === 0) written = Promise.resolve();
-    else if (ordered) written = Promise.all(states.map(write)).then(() => undefined);
-    else written = states.reduce<Promise<void>>((prev, state) => prev.then(() => write(state)), Promise.resolve());
-    return { written: written.catch((err: unknown) => this.#reportError(err as Error, sig)), ordered };
+    let written: Promise<void> = Promise.resolve();
+    for (const state of states) {
+      // Ordered: issued together, and the last settles after the ones before it are applied
+      // (each reports its own failure). Otherwise one after the other.
+      written = ordered ? write(state).catch(report) : written.then(() => write(state)).catch(report);
+    }
+    return { written, ordered };
   }
 
   async #run(
@@ -308,13 +311,15 @@ export class Worker {
     let value: unknown;
     let failure: { err: unknown } | undefined;
     try {
-      const running = Promise.resolve().then(() => task.handler(args, ctx));
-      value = timer
-        ? await Promise.race([
-            running,
-            new Promise((_, reject) => signal().addEventListener('abort', () => reject(signal().reason as Error), { once: true })),
-          ])
-        : await running;
+      if (timer) {
+        // The deadline's listener goes on the signal before the handler's own, so a handler
+        // that settles on abort still loses the race to the timeout.
+        const deadline = new Promise((_, reject) => signal().addEventListener('abort', () => reject(signal().reason as Error), { once: true }));
+        value = await Promise.race([deadline, Promise.resolve().then(() => task.handler(args, ctx))]);
+      } else {
+        // Called directly: a synchronous throw lands in the catch below all the same.
+        value = await task.handler(args, ctx);
+      }
     } catch (err) {
       failure = { err };
     } finally {
@@ -323,7 +328,9 @@ export class Worker {
     }
     if (!progress.ordered) await progress.written;
     const outcome = failure ? this.#onTaskError(sig, failure.err) : this.#onTaskValue(task, sig, value);
-    const [result] = await Promise.all([outcome, progress.written]);
+    // Both must be done before the delivery is settled; `written` never rejects.
+    const result = await outcome;
+    await progress.written;
     return result;
   }
 
