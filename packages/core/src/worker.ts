@@ -75,7 +75,7 @@ export class Worker {
   readonly #waiting: Delivery[] = [];
   readonly #running = new Set<Promise<void>>();
   /** Settles under way of tasks whose outcome is recorded (their slot is already free). */
-  readonly #settling = new Set<Promise<void>>();
+  readonly #settling = new Map<Delivery, Promise<void>>();
   readonly #unknownSeen = new Map<string, number>();
   #subscription: Subscription | undefined;
   #stopping = false;
@@ -175,7 +175,7 @@ export class Worker {
     })());
     // Settles in flight are waited for either way: they are quick, and a lost ack means a rerun.
     const settled = async (): Promise<void> => {
-      while (this.#settling.size > 0) await Promise.allSettled([...this.#settling]);
+      while (this.#settling.size > 0) await Promise.allSettled([...this.#settling.values()]);
     };
     if (options.abandonRunning) return stopping.then(settled);
     return stopping.then(async () => {
@@ -203,18 +203,31 @@ export class Worker {
   }
 
   async #handle(delivery: Delivery): Promise<void> {
-    const outcome = await this.#process(delivery).catch((err: unknown): Outcome => {
+    let outcome: Outcome;
+    try {
+      outcome = await this.#process(delivery);
+    } catch (err) {
       // A state write or publish failed: the outcome is not recorded, so try again later.
       this.#reportError(err as Error);
-      return { kind: 'retry-later', delayMs: 1000 };
-    });
+      outcome = { kind: 'retry-later', delayMs: 1000 };
+    }
     // The slot frees once the outcome is recorded: the broker's settle (an ack round trip on
     // most transports) finishes in the background, still counted against prefetch there.
-    const settling: Promise<void> = delivery
-      .settle(outcome)
-      .catch((err: unknown) => this.#reportError(err as Error))
-      .finally(() => this.#settling.delete(settling));
-    this.#settling.add(settling);
+    this.#settling.set(delivery, this.#settle(delivery, outcome));
+  }
+
+  /** Settles in the background; removes itself from `#settling`, which `stop()` waits on. */
+  async #settle(delivery: Delivery, outcome: Outcome): Promise<void> {
+    // First yield, so the entry is in `#settling` before the `finally` below can run, even
+    // should an adapter's settle throw synchronously.
+    await undefined;
+    try {
+      await delivery.settle(outcome);
+    } catch (err) {
+      this.#reportError(err as Error);
+    } finally {
+      this.#settling.delete(delivery);
+    }
   }
 
   async #process(delivery: Delivery): Promise<Outcome> {

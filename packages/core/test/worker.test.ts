@@ -231,6 +231,30 @@ describe('Worker', () => {
     expect(ran.sort()).toEqual([0, 1, 2, 3, 4]);
   });
 
+  it('a settle that throws at once is reported, and stop() still ends', async () => {
+    const { server, worker, errors, broker } = await setup();
+    const consume = broker.consume.bind(broker);
+    broker.consume = (queue, options) =>
+      consume(queue, {
+        ...options,
+        onDelivery: (d) =>
+          options.onDelivery({
+            body: d.body,
+            queue: d.queue,
+            deliveryCount: d.deliveryCount,
+            settle: () => {
+              throw new Error('settle threw synchronously');
+            },
+          }),
+      });
+    server.registerTask(add);
+    await worker.start();
+    const r = await server.sendTask(call(add, 1n, 2n));
+    expect(await r.get({ timeoutMs: 2000 })).toEqual([3n]);
+    await vi.waitFor(() => expect(errors).toContain('settle threw synchronously'));
+    await expect(Promise.race([worker.stop({ abandonRunning: true }).then(() => 'stopped'), new Promise((r2) => setTimeout(() => r2('hung'), 2000))])).resolves.toBe('stopped');
+  });
+
   it('a task timeout aborts the signal and fails (or retries) with a timeout error', async () => {
     const { server, worker } = await setup({ taskTimeoutMs: 100 });
     let aborted = false;
