@@ -207,15 +207,17 @@ describe('expiry', () => {
     }
   });
 
-  it('resultsExpireIn 1: the state is gone after ~2.5 s', async () => {
-    const b1 = new MemcacheBackend({ url: URL, resultsExpireIn: 1 });
+  // memcached counts expiry in whole seconds of its own clock, so a 1 s expiry can lapse at
+  // once (it failed that way in CI); 2 s leaves a second to read the state back.
+  it('resultsExpireIn 2: the state is there at once and gone after ~3 s', async () => {
+    const b1 = new MemcacheBackend({ url: URL, resultsExpireIn: 2 });
     try {
       const id = taskId();
       const g = groupId();
       await b1.setState({ taskUUID: id, taskName: 'short', state: TaskStates.PENDING });
       await b1.initGroup(g, [id]);
       expect(await b1.getState(id)).not.toBeNull();
-      await new Promise((r) => setTimeout(r, 2600));
+      await new Promise((r) => setTimeout(r, 3200));
       expect(await b1.getState(id)).toBeNull();
       expect(await b1.getGroupMeta(g)).toBeNull();
     } finally {
