@@ -214,6 +214,14 @@ interface Settle {
   reject(error: Error): void;
 }
 
+/** Settles every caller whose message went out in `sent`, with its outcome. */
+function settleAll(done: readonly Settle[], sent: Promise<unknown>): void {
+  sent.then(
+    () => done.forEach((d) => d.resolve()),
+    (e: unknown) => done.forEach((d) => d.reject(asError(e))),
+  );
+}
+
 const retryStrategy = (n: number): number => Math.min(n * 200, 5000) + Math.floor(Math.random() * 200);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -365,10 +373,7 @@ export class RedisBroker implements Broker {
         for (const w of chunkWrites) args.push(w.value, w.expireSeconds);
         sent.push(WRITE_THEN_PUSH.run(this.client, keys, [...args, ...chunk]));
       }
-      this.#withTimeout(Promise.all(sent)).then(
-        () => done.forEach((d) => d.resolve()),
-        (e: unknown) => done.forEach((d) => d.reject(asError(e))),
-      );
+      settleAll(done, this.#withTimeout(Promise.all(sent)));
     }
   }
 
@@ -497,9 +502,9 @@ export class RedisBroker implements Broker {
 
   /**
    * Acks that arrive in the same turn of the event loop go out as one command per store
-   * (an HDEL of numbers, or one script of LREMs for the blocking list): a busy worker
-   * finishes many tasks per turn. Each ack still resolves only once Redis has removed its
-   * message.
+   * (claim numbers, with the claim of the slots they free; or LREMs for the blocking list):
+   * a busy worker finishes many tasks per turn. Each ack still resolves only once Redis has
+   * removed its message.
    */
   #ack(sub: RedisSubscription, store: string, member: string, byNumber: boolean): Promise<void> {
     let batch = this.#acks.get(store);
@@ -517,24 +522,18 @@ export class RedisBroker implements Broker {
     this.#acks.clear();
     corkForTick(this.client.stream);
     for (const [store, { sub, members, byNumber, done }] of batches) {
-      const settleAll = (sent: Promise<unknown>): void => {
-        sent.then(
-          () => done.forEach((d) => d.resolve()),
-          (e: unknown) => done.forEach((d) => d.reject(asError(e))),
-        );
-      };
       if (!byNumber) {
-        settleAll(members.length === 1 ? this.client.lrem(store, 1, members[0] as string) : ACK.run(this.client, [store], members));
+        settleAll(done, members.length === 1 ? this.client.lrem(store, 1, members[0] as string) : ACK.run(this.client, [store], members));
         continue;
       }
       // The slots these acks free are claimed again in the same script, rather than by a
       // claim that would wait for the acks' reply first.
       const refill = sub.freeSlots(members.length);
       if (refill <= 0) {
-        settleAll(this.client.hdel(store, ...members));
+        settleAll(done, this.client.hdel(store, ...members));
         continue;
       }
-      settleAll(sub.claiming(refill, ACK_CLAIM.run(this.client, [store, sub.queue], [refill, ...members]) as Promise<string[]>));
+      settleAll(done, sub.claiming(refill, ACK_CLAIM.run(this.client, [store, sub.queue], [refill, ...members]) as Promise<string[]>));
     }
   }
 
