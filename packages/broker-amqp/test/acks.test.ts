@@ -1,28 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import amqp from 'amqplib';
-import type { Channel, ChannelModel } from 'amqplib';
+import type { Channel } from 'amqplib';
 import { type Delivery, decodeSignature, newSignature } from '@machinery-ts/core';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { rabbitTestBed } from './support.js';
 import { AmqpBroker } from '../src/index.js';
 
 // Acks are gathered per event-loop turn and sent as one `multiple` ack where a settled prefix
 // allows. RabbitMQ closes the channel on an ack of an unknown or already-acked tag, so these
 // settle in awkward orders and then check that nothing was lost, kept, or redelivered.
 
-const url = process.env.MTS_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5673/';
-const X = `mts_test_${randomUUID()}`;
-const queues: string[] = [];
-
-let admin: ChannelModel;
-beforeAll(async () => {
-  admin = await amqp.connect(url);
-});
-afterAll(async () => {
-  const ch = await admin.createChannel();
-  for (const name of queues) await ch.deleteQueue(name).catch(() => {});
-  await ch.deleteExchange(X).catch(() => {});
-  await admin.close();
-});
+const bed = rabbitTestBed();
+const { url, exchange: X, queues } = bed;
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -49,7 +37,7 @@ async function consuming(n: number, prefetch: number) {
 /** Ready messages once the broker's connection is gone and its unacked ones are back. */
 async function leftIn(queue: string): Promise<number> {
   await new Promise((r) => setTimeout(r, 300));
-  const ch = await admin.createChannel();
+  const ch = await bed.admin.createChannel();
   try {
     return (await ch.checkQueue(queue)).messageCount;
   } finally {
@@ -99,7 +87,7 @@ describe('AMQP acks gathered per turn', () => {
     }
     expect(errors).toEqual([]);
     expect(await leftIn(queue)).toBe(0);
-    const ch = await admin.createChannel();
+    const ch = await bed.admin.createChannel();
     expect((await ch.checkQueue(broker.deadLetterQueueOf(queue))).messageCount).toBe(1);
     await ch.close();
   });

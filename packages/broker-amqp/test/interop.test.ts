@@ -1,30 +1,18 @@
 import { randomUUID } from 'node:crypto';
-import amqp from 'amqplib';
-import type { ChannelModel } from 'amqplib';
 import { type Delivery, decodeSignature, formatRfc3339Nano, newSignature, newTaskUUID } from '@machinery-ts/core';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { collectDeliveries } from '@machinery-ts/contract-tests';
+import { rabbitTestBed } from './support.js';
 import { AmqpBroker } from '../src/index.js';
 
-const url = process.env.MTS_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5673/';
-const X = `mts_test_${randomUUID()}`;
-const queues: string[] = [];
+const bed = rabbitTestBed();
+const { url, exchange: X, queues } = bed;
 const q = (): string => {
   const name = `mts_test_q_${randomUUID()}`;
   queues.push(name);
   return name;
 };
 
-let admin: ChannelModel;
-beforeAll(async () => {
-  admin = await amqp.connect(url);
-});
-afterAll(async () => {
-  const ch = await admin.createChannel();
-  for (const name of queues) await ch.deleteQueue(name).catch(() => {});
-  await ch.deleteExchange(X).catch(() => {});
-  await admin.close();
-});
 
 
 const GO_BODY =
@@ -37,7 +25,7 @@ describe('AMQP interop with Go Machinery', () => {
     try {
       const c = collectDeliveries();
       await broker.consume(queue, { prefetch: 3, onDelivery: c.onDelivery });
-      const ch = await admin.createConfirmChannel();
+      const ch = await bed.admin.createConfirmChannel();
       const body = GO_BODY.replace('%Q%', queue);
       await new Promise<void>((resolve, reject) =>
         ch.publish(X, queue, Buffer.from(body), { contentType: 'application/json', deliveryMode: 2, priority: 5, headers: {} }, (err) =>
@@ -59,7 +47,7 @@ describe('AMQP interop with Go Machinery', () => {
   it('declares queues exactly as Go does: Go first then ours, and ours first then Go (no 406)', async () => {
     const args = { 'x-max-priority': 10 };
     const goDeclare = async (name: string): Promise<void> => {
-      const ch = await admin.createChannel();
+      const ch = await bed.admin.createChannel();
       await ch.assertExchange(X, 'direct', { durable: true, autoDelete: false, internal: false });
       await ch.assertQueue(name, { durable: true, autoDelete: false, exclusive: false, arguments: args });
       await ch.bindQueue(name, X, name, {});
@@ -79,7 +67,7 @@ describe('AMQP interop with Go Machinery', () => {
       const b = q();
       await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'ours-first', RoutingKey: b }));
       await goDeclare(b);
-      const ch = await admin.createChannel();
+      const ch = await bed.admin.createChannel();
       const msg = await ch.get(b, { noAck: true });
       await ch.close();
       expect(msg && decodeSignature(msg.content.toString()).Name).toBe('ours-first');
@@ -95,7 +83,7 @@ describe('AMQP interop with Go Machinery', () => {
     const now = Date.now();
     const delayQueue = `delay.1000.${X}.${queue}`;
     queues.push(delayQueue);
-    const ch = await admin.createChannel();
+    const ch = await bed.admin.createChannel();
     await ch.assertExchange(X, 'direct', { durable: true, autoDelete: false, internal: false });
     await ch.assertQueue(delayQueue, {
       durable: true,
@@ -115,7 +103,7 @@ describe('AMQP interop with Go Machinery', () => {
       await new Promise((r) => setTimeout(r, 50));
       spy.mockRestore();
       await p;
-      const check = await admin.createChannel();
+      const check = await bed.admin.createChannel();
       const { messageCount } = await check.checkQueue(delayQueue);
       await check.close();
       expect(messageCount).toBe(1);
@@ -132,7 +120,7 @@ describe('AMQP interop with Go Machinery', () => {
     const queue = q();
     const int64 = (value: number): { '!': 'int64'; value: number } => ({ '!': 'int64', value });
     const goDeclareDelay = async (name: string, args: Record<string, unknown>): Promise<void> => {
-      const ch = await admin.createChannel();
+      const ch = await bed.admin.createChannel();
       await ch.assertExchange(X, 'direct', { durable: true, autoDelete: false, internal: false });
       await ch.assertQueue(name, { durable: true, autoDelete: false, exclusive: false, arguments: args });
       await ch.bindQueue(name, X, name, {});
@@ -156,7 +144,7 @@ describe('AMQP interop with Go Machinery', () => {
       'x-message-ttl': int64(1500),
       'x-expires': int64(3000),
     });
-    const check = await admin.createChannel();
+    const check = await bed.admin.createChannel();
     expect((await check.checkQueue(delayQueue)).messageCount).toBe(1);
     await check.close();
 
@@ -230,7 +218,7 @@ describe('AMQP interop with Go Machinery', () => {
       await broker.consume(queue, { prefetch: 1, onDelivery: c.onDelivery });
       const eta = Date.now() + 600;
       await broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'caseB', RoutingKey: queue, ETA: formatRfc3339Nano(eta) }));
-      const ch = await admin.createChannel();
+      const ch = await bed.admin.createChannel();
       const { messageCount } = await ch.checkQueue(delayedQueue);
       await ch.close();
       expect(messageCount).toBe(1);
@@ -254,7 +242,7 @@ describe('AMQP interop with Go Machinery', () => {
       await c.until(1);
       const body = (c.got[0] as Delivery).body;
       await (c.got[0] as Delivery).settle({ kind: 'dead-letter', reason: 'nope' });
-      const ch = await admin.createChannel();
+      const ch = await bed.admin.createChannel();
       const msg = await ch.get(broker.deadLetterQueueOf(queue), { noAck: true });
       await ch.close();
       expect(msg && msg.content.toString()).toBe(body);

@@ -1,31 +1,20 @@
 import { randomUUID } from 'node:crypto';
-import amqp from 'amqplib';
-import type { ChannelModel, GetMessage } from 'amqplib';
+import type { GetMessage } from 'amqplib';
 import { MemoryBackend, Server, TaskStates, formatRfc3339Nano, newSignature, newTaskUUID } from '@machinery-ts/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { rabbitTestBed } from './support.js';
 import { AmqpBroker, type AmqpBrokerOptions } from '../src/index.js';
 
 // A real Worker on broker-amqp: what RabbitMQ hands it, how it runs, where the rejects go.
 
-const url = process.env.MTS_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5673/';
-const X = `mts_test_${randomUUID()}`;
-const queues: string[] = [];
+const bed = rabbitTestBed();
+const { url, exchange: X, queues } = bed;
 const q = (): string => {
   const name = `mts_test_q_${randomUUID()}`;
   queues.push(name, `${name}.machinery-ts.dead_letter`);
   return name;
 };
 
-let admin: ChannelModel;
-beforeAll(async () => {
-  admin = await amqp.connect(url);
-});
-afterAll(async () => {
-  const ch = await admin.createChannel();
-  for (const name of queues) await ch.deleteQueue(name).catch(() => {});
-  await ch.deleteExchange(X).catch(() => {});
-  await admin.close();
-});
 
 /** A server whose broker routes `queue` by its own name (no orphan queue), and its worker. */
 async function serve(queue: string, setup: (s: Server) => void, extra: Partial<AmqpBrokerOptions> = {}, workerOptions: { unknownTaskRequeues?: number } = {}) {
@@ -68,7 +57,7 @@ describe('a Worker on broker-amqp', () => {
       '"BrokerMessageGroupId":"","SQSReceiptHandle":"","StopTaskDeletionOnError":false,"IgnoreWhenTaskNotRegistered":false}';
     const app = await serve(queue, (s) => s.registerTask('add', (args) => (args[0] as bigint) + (args[1] as bigint)));
     try {
-      const ch = await admin.createConfirmChannel();
+      const ch = await bed.admin.createConfirmChannel();
       await new Promise<void>((resolve, reject) =>
         ch.publish(X, queue, Buffer.from(body), { contentType: 'application/json', deliveryMode: 2, priority: 5, headers: {} }, (err) =>
           err ? reject(err) : resolve(),
@@ -80,7 +69,7 @@ describe('a Worker on broker-amqp', () => {
       expect(state?.TaskName).toBe('add');
       expect(state?.Results).toEqual([{ Type: 'int64', Value: 3 }]);
       const { messageCount } = await (async () => {
-        const c = await admin.createChannel();
+        const c = await bed.admin.createChannel();
         const ok = await c.checkQueue(queue);
         await c.close();
         return ok;
@@ -146,7 +135,7 @@ describe('a Worker on broker-amqp', () => {
     );
     const dlq = `${queue}.machinery-ts.dead_letter`;
     try {
-      const ch = await admin.createConfirmChannel();
+      const ch = await bed.admin.createConfirmChannel();
       const raw = (body: string): Promise<void> =>
         new Promise<void>((resolve, reject) =>
           ch.publish(X, queue, Buffer.from(body), { contentType: 'application/json', deliveryMode: 2 }, (err) => (err ? reject(err) : resolve())),
@@ -165,7 +154,7 @@ describe('a Worker on broker-amqp', () => {
       await ch.close();
 
       const parked: GetMessage[] = [];
-      const reader = await admin.createChannel();
+      const reader = await bed.admin.createChannel();
       await until(
         '4 dead letters',
         async () => {
@@ -193,7 +182,7 @@ describe('a Worker on broker-amqp', () => {
       // Its ack still found its channel: no 'unknown delivery tag' or other channel error.
       expect(app.errors.map((e) => e.message).filter((m) => /channel|delivery tag|PRECONDITION/i.test(m))).toEqual([]);
       // Nothing is left behind in the work queue.
-      const c = await admin.createChannel();
+      const c = await bed.admin.createChannel();
       expect((await c.checkQueue(queue)).messageCount).toBe(0);
       await c.close();
     } finally {
