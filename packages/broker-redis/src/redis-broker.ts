@@ -121,6 +121,22 @@ end
 `;
 
 /** KEYS: claimed hash, target. ARGV: number, body, mode, extra. Acts only if the message was still in flight. */
+/**
+ * KEYS: claimed hash, queue. ARGV: numbers, oldest first. Puts those still in the hash back at
+ * the queue head, oldest first (claims whose reply never reached this process).
+ */
+const RETURN_CLAIMED = new LuaScript(`
+local moved = 0
+for i = #ARGV, 1, -1 do
+  local body = redis.call('HGET', KEYS[1], ARGV[i])
+  if body then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('LPUSH', KEYS[2], body)
+    moved = moved + 1
+  end
+end
+return moved`);
+
 const SETTLE_CLAIMED = new LuaScript(`
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 if ARGV[3] == 'requeue' then redis.call('LPUSH', KEYS[2], ARGV[2])
@@ -265,6 +281,14 @@ export class RedisBroker implements Broker {
       deadLetterQueue: true,
     };
     if (this.#ownsClient) this.client.on('error', () => {}); // reconnects itself; errors surface on commands
+    // A claim executed just before a connection broke may never have had its reply (ioredis
+    // then sends it again, claiming a second batch): its messages would sit in the claimed
+    // hash under a live lease until the consumer stops. After each reconnect they go back.
+    let connectedBefore = this.client.status === 'ready';
+    this.client.on('ready', () => {
+      if (connectedBefore) for (const s of this.#subs) void s.returnStranded().catch((e) => this.#report(asError(e)));
+      connectedBefore = true;
+    });
   }
 
   /** `machinery-ts:leases`: ZSET consumerId → lease expiry (ms, Redis clock). */
@@ -591,6 +615,8 @@ class RedisSubscription implements Subscription {
   #outstanding = new Set<RedisDelivery>();
   /** Slots asked for by claims still waiting for their reply. */
   #claiming = 0;
+  /** Those claims themselves (settling once their reply is in), for `returnStranded`. */
+  readonly #claimsPending = new Set<Promise<void>>();
   #wake: (() => void) | null = null;
   #released = false;
   #stopping: Promise<void> | null = null;
@@ -606,6 +632,25 @@ class RedisSubscription implements Subscription {
 
   get holdsLease(): boolean {
     return !this.#released;
+  }
+
+  /**
+   * Returns to the queue head what the claimed hash holds that this consumer was never handed.
+   * The snapshot is read on the connection the claims use, so every claim issued before it has
+   * delivered by the time it arrives; numbers claimed after it are not in it. Public for tests.
+   */
+  async returnStranded(): Promise<number> {
+    const claimed = this.broker.claimedKey(this.consumerId);
+    // Claims issued before the snapshot ran before it; their deliveries must be counted as held.
+    const earlier = [...this.#claimsPending];
+    const fields = await this.broker.client.hkeys(claimed);
+    await Promise.all(earlier);
+    await new Promise<void>((r) => setImmediate(r)); // their deliveries run in the continuations
+    const held = new Set<string>();
+    for (const d of this.#outstanding) if (d.claimNo !== undefined) held.add(d.claimNo);
+    const stranded = fields.filter((f) => f !== '#' && !held.has(f)).sort((a, b) => Number(a) - Number(b));
+    if (stranded.length === 0) return 0;
+    return Number(await RETURN_CLAIMED.run(this.broker.client, [claimed, this.queue], stranded));
   }
 
   start(): void {
@@ -631,11 +676,14 @@ class RedisSubscription implements Subscription {
   /** Counts `n` slots as being claimed until `reply` (number, body pairs) arrives, then delivers it; returns how many came. */
   async claiming(n: number, reply: Promise<string[]>): Promise<number> {
     this.#claiming += n;
+    const pending = reply.then(() => undefined, () => undefined);
+    this.#claimsPending.add(pending);
     let pairs: string[];
     try {
       pairs = await reply;
     } finally {
       this.#claiming -= n;
+      this.#claimsPending.delete(pending);
     }
     // Claimed after stop() began (an ack's refill): not handed out, so stop() keeps its word;
     // they stay in the claimed hash, and the release that follows the last settle returns them.

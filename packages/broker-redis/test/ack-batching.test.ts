@@ -159,3 +159,25 @@ describe('RedisBroker stop during a refill', () => {
     await done();
   });
 });
+
+describe('RedisBroker after a reconnect', () => {
+  it('puts back claims whose reply never arrived, and only those', async () => {
+    const { q, prefix, b, c, sub, done } = await consuming('stranded', 6, 3);
+    const claimed = (await redis.keys(`${prefix}claimed:stranded:*`))[0] as string;
+    // As a claim executed just before a connection broke leaves it: in the hash, never handed out.
+    const lost = JSON.stringify(newSignature({ Name: 'noop', UUID: 'lost-reply' }));
+    await redis.hset(claimed, '999', lost);
+    b.client.disconnect(true); // ioredis reconnects; the broker looks at its claimed hash again
+    for (let i = 0; i < 100 && (await redis.hexists(claimed, '999')) === 1; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await redis.hexists(claimed, '999')).toBe(0);
+    expect(await redis.lindex(q, 0)).toBe(lost); // back at the head of its queue
+    // The three it holds stay claimed: not handed back, not given out twice.
+    expect(c.got).toHaveLength(3);
+    expect(await redis.hlen(claimed)).toBe(4); // three messages and the '#' counter
+    await Promise.all(c.got.map((d) => d.settle({ kind: 'ack' })));
+    await c.until(4);
+    expect((JSON.parse(c.got[3]?.body ?? '{}') as { UUID: string }).UUID).toBe('lost-reply');
+    await sub.stop();
+    await done();
+  });
+});
