@@ -158,6 +158,15 @@ const ACK = new LuaScript(`
 for i = 1, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end
 return #ARGV`);
 
+/**
+ * KEYS: inflight list, queue, claimed hash. ARGV: most messages to take, then the bodies
+ * acked. The acks of blocking claims with the claim of the slots they free: while messages
+ * come one BLMOVE at a time, this is where a consumer picks up a burst in one batch.
+ */
+const ACK_LIST_CLAIM = new LuaScript(`${CLAIM_INTO}
+for i = 2, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+return claim_into(KEYS[2], KEYS[3], ARGV[1])`);
+
 /** KEYS: leases, consumers. ARGV: leaseMs, then (id, queue) pairs. Uses the server clock. */
 const HEARTBEAT = new LuaScript(`
 local t = redis.call('TIME')
@@ -546,13 +555,18 @@ export class RedisBroker implements Broker {
     this.#acks.clear();
     corkForTick(this.client.stream);
     for (const [store, { sub, members, byNumber, done }] of batches) {
-      if (!byNumber) {
-        settleAll(done, members.length === 1 ? this.client.lrem(store, 1, members[0] as string) : ACK.run(this.client, [store], members));
-        continue;
-      }
       // The slots these acks free are claimed again in the same script, rather than by a
       // claim that would wait for the acks' reply first.
       const refill = sub.freeSlots(members.length);
+      if (!byNumber) {
+        if (refill > 0) {
+          const claimed = this.claimedKey(sub.consumerId);
+          settleAll(done, sub.claiming(refill, ACK_LIST_CLAIM.run(this.client, [store, sub.queue, claimed], [refill, ...members]) as Promise<string[]>));
+        } else {
+          settleAll(done, members.length === 1 ? this.client.lrem(store, 1, members[0] as string) : ACK.run(this.client, [store], members));
+        }
+        continue;
+      }
       if (refill <= 0) {
         settleAll(done, this.client.hdel(store, ...members));
         continue;
@@ -695,6 +709,10 @@ class RedisSubscription implements Subscription {
   async #run(): Promise<void> {
     const inflight = this.broker.inflightKey(this.consumerId);
     const claimed = this.broker.claimedKey(this.consumerId);
+    // After a blocking claim delivers, the queue was just empty: the next wait is blocking
+    // too rather than a claim that would come back empty (one command per message less at a
+    // trickle). A burst is picked up in batches by the refill that rides on each ack.
+    let blockNext = false;
     while (!this.#stopped) {
       const free = this.freeSlots();
       if (free <= 0) {
@@ -702,8 +720,11 @@ class RedisSubscription implements Subscription {
         continue;
       }
       try {
-        corkForTick(this.broker.client.stream);
-        const got = await this.claiming(free, CLAIM.run(this.broker.client, [this.queue, claimed], [free]) as Promise<string[]>);
+        let got = 0;
+        if (!blockNext) {
+          corkForTick(this.broker.client.stream);
+          got = await this.claiming(free, CLAIM.run(this.broker.client, [this.queue, claimed], [free]) as Promise<string[]>);
+        }
         if (got === 0 && !this.#stopped) {
           // An empty queue: wait for one message (the slot counts as being claimed meanwhile).
           this.#claiming += 1;
@@ -713,7 +734,13 @@ class RedisSubscription implements Subscription {
           } finally {
             this.#claiming -= 1;
           }
-          if (one !== null) this.#deliver(one, undefined);
+          blockNext = one !== null;
+          if (one !== null) {
+            this.#deliver(one, undefined);
+            // The delivered task's own commands (its state write) leave first: the next
+            // BLMOVE is not on the path from this message to its result.
+            await new Promise<void>((r) => setImmediate(r));
+          }
         }
       } catch (e) {
         if (this.#stopped || this.broker.closed) break;

@@ -50,7 +50,7 @@ describe('RedisBroker acks', () => {
     expect(onHash[0]?.some((a) => a.includes('"noop"'))).toBe(false);
     expect(await redis.hkeys(claimed)).toEqual(['#']);
 
-    // On an empty queue the consumer waits in BLMOVE: that message sits in the list, and a lone ack is a plain LREM.
+    // On an empty queue the consumer waits in BLMOVE: that message sits in the list until its ack.
     const inflight = broker.inflightKey((await redis.hkeys(broker.consumersKey)).find((k) => k.startsWith('acks:')) as string);
     await broker.publish(newSignature({ Name: 'noop', UUID: 'single' }));
     await c.until(n + 1);
@@ -179,5 +179,56 @@ describe('RedisBroker after a reconnect', () => {
     expect((JSON.parse(c.got[3]?.body ?? '{}') as { UUID: string }).UUID).toBe('lost-reply');
     await sub.stop();
     await done();
+  });
+});
+
+describe('RedisBroker at a trickle', () => {
+  const claimNo = (d: unknown): string | undefined => (d as { claimNo: string | undefined }).claimNo;
+
+  it('waits in BLMOVE again after a blocking delivery: one command per message on the main connection (the ack)', async () => {
+    const q = `${queue}_trickle`;
+    const b = new RedisBroker({ url, defaultQueue: q, keyPrefix: `mts_test_${randomUUID()}:` });
+    const c = collectDeliveries();
+    const sub = await b.consume(q, { prefetch: 4, onDelivery: c.onDelivery, consumerTag: 'trickle' });
+    await new Promise((r) => setTimeout(r, 50)); // the first claim found nothing; it waits in BLMOVE
+    const recorded = recordCommands(b.client);
+    for (let i = 0; i < 5; i++) {
+      await redis.rpush(q, JSON.stringify(newSignature({ Name: 'noop', UUID: `slow${i}` })));
+      await c.until(i + 1);
+      await c.got[i]?.settle({ kind: 'ack' });
+      await new Promise((r) => setImmediate(r));
+    }
+    recorded.stop();
+    expect(c.got.every((d) => claimNo(d) === undefined)).toBe(true); // all came by BLMOVE
+    // Just the acks (each with its refill claim); no claim that finds the queue empty in between.
+    const timers = [b.leasesKey, b.reaperLockKey];
+    const perMessage = recorded.calls.filter((call) => !timers.some((k) => call.includes(k)));
+    expect(perMessage).toHaveLength(5);
+    expect(perMessage.every((call) => call.includes(q))).toBe(true);
+    await sub.stop();
+    await b.close();
+    await redis.del(q);
+  });
+
+  it('still fills every slot while earlier deliveries run, and picks up a burst in one batch at the next ack', async () => {
+    const q = `${queue}_burst`;
+    const b = new RedisBroker({ url, defaultQueue: q, keyPrefix: `mts_test_${randomUUID()}:` });
+    const c = collectDeliveries();
+    const sub = await b.consume(q, { prefetch: 3, onDelivery: c.onDelivery, consumerTag: 'burst' });
+    await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 3; i++) {
+      await redis.rpush(q, JSON.stringify(newSignature({ Name: 'noop', UUID: `held${i}` })));
+      await c.until(i + 1); // delivered although none of the earlier ones is settled
+    }
+    await redis.rpush(q, ...Array.from({ length: 10 }, (_, i) => JSON.stringify(newSignature({ Name: 'noop', UUID: `burst${i}` }))));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(c.got).toHaveLength(3); // prefetch holds
+    await Promise.all(c.got.map((d) => d.settle({ kind: 'ack' })));
+    // The three acks' refill claimed three at once, into the claimed hash.
+    expect(c.got).toHaveLength(6);
+    expect(c.got.slice(3).every((d) => claimNo(d) !== undefined)).toBe(true);
+    await sub.stop();
+    await b.close();
+    await redis.del(q);
   });
 });
