@@ -17,6 +17,7 @@ import {
   encodeGroupMeta,
   corkForTick,
   encodeTaskState,
+  isCompleted,
   mergeTaskState,
   waitForAnnouncedState,
   stringifyExactJson,
@@ -50,6 +51,12 @@ export interface RedisBackendOptions {
 export function stateChannel(taskUUID: string): string {
   return `machinery-ts:state:${taskUUID}`;
 }
+
+/** Completions kept for waits that have not begun yet (a few hundred KB at most). */
+const EARLY_KEPT = 1000;
+
+/** When a wait through the reply channel reads the store if nothing was announced. */
+const FALLBACK_READ_AFTER_MS = 25;
 
 /** Prefix of a backend's own announce channel (`announceTo`); a task header naming anything else is ignored. */
 export const REPLY_CHANNEL_PREFIX = 'machinery-ts:reply:';
@@ -101,6 +108,11 @@ export class RedisBackend implements Backend {
     on: false,
     starting: false,
     waiters: new Map<string, Set<(state: TaskState) => void>>(),
+    /**
+     * Completions announced before anyone waited for them (document by task id, oldest first,
+     * at most EARLY_KEPT): a wait that starts later takes its result from here, no read.
+     */
+    early: new Map<string, string>(),
   };
   #closed = false;
 
@@ -257,8 +269,16 @@ export class RedisBackend implements Backend {
     // Sent by this process while its announce channel was up: the completion comes there.
     const viaReply = this.#reply.on && options.announcedOn === this.#reply.channel;
     if (!this.#reply.on) this.#startReply();
+    if (viaReply) {
+      const early = this.#takeEarly(taskUUID);
+      if (early) return early;
+    }
     return waitForAnnouncedState({
       ...options,
+      // Via the reply channel the completion comes announced, or was kept when it came before
+      // the wait: the read is only the fallback for one that was not (a Go worker's, one
+      // announced while the subscriber reconnected, one pushed out of the kept ones).
+      ...(viaReply ? { firstReadAfterMs: FALLBACK_READ_AFTER_MS } : {}),
       read: () => this.getState(taskUUID),
       listen: (wake) => {
         if (viaReply) return this.#listenReply(taskUUID, wake);
@@ -309,15 +329,29 @@ export class RedisBackend implements Backend {
     };
   }
 
+  #takeEarly(taskUUID: string): TaskState | undefined {
+    const text = this.#reply.early.get(taskUUID);
+    if (text === undefined) return undefined;
+    this.#reply.early.delete(taskUUID);
+    try {
+      const state = decodeTaskState(text);
+      return state.TaskUUID === taskUUID && isCompleted(state) ? state : undefined;
+    } catch {
+      return undefined; // the wait reads the store instead
+    }
+  }
+
   #onReply(message: string): void {
     const waiters = this.#reply.waiters;
-    if (waiters.size === 0) return;
     // Every completion of a task this process sent comes here, waited for or not: the id at
     // the head of the document (as written here) decides before anything is decoded.
     const head = '{"TaskUUID":"';
     if (message.startsWith(head)) {
       const id = message.slice(head.length, message.indexOf('"', head.length));
-      if (!id.includes('\\') && !waiters.has(id)) return;
+      if (!id.includes('\\') && !waiters.has(id)) {
+        this.#keepEarly(id, message);
+        return;
+      }
     }
     let state: TaskState;
     try {
@@ -327,6 +361,14 @@ export class RedisBackend implements Backend {
     }
     const wakes = this.#reply.waiters.get(state.TaskUUID);
     if (wakes) for (const wake of [...wakes]) wake(state);
+  }
+
+  /** Keeps a completion no one waits for yet, pushing out the oldest beyond EARLY_KEPT. */
+  #keepEarly(taskUUID: string, text: string): void {
+    const early = this.#reply.early;
+    early.delete(taskUUID);
+    early.set(taskUUID, text);
+    if (early.size > EARLY_KEPT) early.delete(early.keys().next().value as string);
   }
 
   async #listen(taskUUID: string, wake: (message: string) => void): Promise<void> {

@@ -114,6 +114,70 @@ describe("a sender's announce channel", () => {
   });
 });
 
+describe('completions announced before the wait', () => {
+  /** A backend listening on its announce channel, a writer announcing there, and a count of the backend's GETs. */
+  async function setUp() {
+    const backend = new RedisBackend({ url: URL, resultsExpireIn: 60, waitPollMs: 60_000 });
+    const writer = new RedisBackend({ url: URL, resultsExpireIn: 60 });
+    await backend.waitForState(id(), { timeoutMs: 1 });
+    await until(() => backend.announceTo() !== undefined);
+    const channel = backend.announceTo() as string;
+    let gets = 0;
+    const send = backend.client.sendCommand.bind(backend.client);
+    backend.client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+      if (command.name === 'get') gets += 1;
+      return (send as (...a: unknown[]) => unknown)(command, ...rest);
+    }) as typeof backend.client.sendCommand;
+    const close = async (): Promise<void> => {
+      await writer.close();
+      await backend.close();
+    };
+    return { backend, writer, channel, gets: () => gets, close };
+  }
+
+  it('are kept, so a later wait for one ends at once without reading the store', async () => {
+    const { backend, writer, channel, gets, close } = await setUp();
+    const uuid = id();
+    await writer.setState({ taskUUID: uuid, taskName: 'x', state: 'SUCCESS', results: [{ Type: 'int64', Value: 7 }], announceTo: channel });
+    await new Promise((r) => setTimeout(r, 50)); // the announcement has arrived; nobody waits yet
+    const state = await backend.waitForState(uuid, { timeoutMs: 3000, announcedOn: channel });
+    expect(state?.State).toBe('SUCCESS');
+    expect(state?.Results).toEqual([{ Type: 'int64', Value: 7 }]);
+    expect(gets()).toBe(0);
+    await close();
+  });
+
+  it('a wait through the channel reads the store only when nothing is announced in time (a Go worker writes silently)', async () => {
+    const { backend, writer, channel, gets, close } = await setUp();
+    const announced = id();
+    const waiting = backend.waitForState(announced, { timeoutMs: 3000, announcedOn: channel });
+    await writer.setState({ taskUUID: announced, taskName: 'x', state: 'SUCCESS', results: [], announceTo: channel });
+    expect((await waiting)?.State).toBe('SUCCESS');
+    await new Promise((r) => setTimeout(r, 60)); // past the fallback delay
+    expect(gets()).toBe(0);
+
+    const silent = id();
+    await writer.setState({ taskUUID: silent, taskName: 'x', state: 'SUCCESS', results: [] }); // no announceTo, as from Go
+    const t0 = Date.now();
+    expect((await backend.waitForState(silent, { timeoutMs: 3000, announcedOn: channel }))?.State).toBe('SUCCESS');
+    expect(Date.now() - t0).toBeLessThan(1000); // the fallback read, long before the 60 s poll
+    expect(gets()).toBe(1);
+    await close();
+  });
+
+  it('keeps a bounded number: one pushed out is read from the store instead', async () => {
+    const { backend, writer, channel, gets, close } = await setUp();
+    const uuids = Array.from({ length: 1001 }, id);
+    await Promise.all(uuids.map((u) => writer.setState({ taskUUID: u, taskName: 'x', state: 'SUCCESS', results: [], announceTo: channel })));
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await backend.waitForState(uuids[1000] as string, { timeoutMs: 3000, announcedOn: channel }))?.State).toBe('SUCCESS');
+    expect(gets()).toBe(0);
+    expect((await backend.waitForState(uuids[0] as string, { timeoutMs: 3000, announcedOn: channel }))?.State).toBe('SUCCESS');
+    expect(gets()).toBe(1);
+    await close();
+  });
+});
+
 async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
   for (let i = 0; i < 300; i++) {
     if (await cond()) return;

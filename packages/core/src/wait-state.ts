@@ -12,6 +12,12 @@ export interface AnnouncedWait extends WaitOptions {
   readonly listen: (wake: (announced?: TaskState | null) => void) => { ready: Promise<unknown>; stop: () => void };
   /** Re-read interval, for writers that announce nothing (Go's). */
   readonly pollMs: number;
+  /**
+   * Delay of the first read (default: at once, as soon as listening). A store that is sure
+   * to announce the completion, and keeps what was announced before the wait began, needs
+   * the read only as a fallback: then it costs nothing when the announcement comes first.
+   */
+  readonly firstReadAfterMs?: number;
   /** Waits to end (with the last state read) when the backend closes; the wait adds and removes itself. */
   readonly closing: Set<() => void>;
   /** Whether the backend is closed: a read failing then ends the wait instead of rejecting. */
@@ -36,6 +42,7 @@ export function waitForAnnouncedState(wait: AnnouncedWait): Promise<TaskState | 
       if (done) return;
       done = true;
       clearTimeout(timer);
+      clearTimeout(firstRead);
       clearInterval(poll);
       wait.signal?.removeEventListener('abort', end);
       wait.closing.delete(end);
@@ -73,10 +80,18 @@ export function waitForAnnouncedState(wait: AnnouncedWait): Promise<TaskState | 
     };
     const timer = setTimeout(end, Math.max(0, wait.timeoutMs));
     const poll = setInterval(check, wait.pollMs);
+    let firstRead: NodeJS.Timeout | undefined;
     wait.signal?.addEventListener('abort', end, { once: true });
     wait.closing.add(end);
     const listening = wait.listen(wake);
+    const delay = wait.firstReadAfterMs ?? 0;
     // A failed listen leaves the poll: the read that follows says whether the store is there.
-    listening.ready.then(check, check);
+    listening.ready.then(
+      () => {
+        if (delay > 0 && !done) firstRead = setTimeout(check, delay);
+        else check();
+      },
+      check,
+    );
   });
 }

@@ -31,9 +31,10 @@ function harness(initial: TaskState | null) {
     },
     failReads: () => (failReads = true),
     closing,
-    wait: (timeoutMs: number, signal?: AbortSignal) =>
+    wait: (timeoutMs: number, signal?: AbortSignal, firstReadAfterMs?: number) =>
       waitForAnnouncedState({
         timeoutMs,
+        ...(firstReadAfterMs !== undefined ? { firstReadAfterMs } : {}),
         ...(signal ? { signal } : {}),
         pollMs: 60_000,
         closing,
@@ -95,5 +96,25 @@ describe('waitForAnnouncedState', () => {
     const h = harness(null);
     h.failReads();
     await expect(h.wait(5000)).rejects.toThrow('store down');
+  });
+
+  it('with firstReadAfterMs reads only once that delay passed unannounced, and not at all when the completion is announced first', async () => {
+    const announced = harness(state('PENDING'));
+    const first = announced.wait(5000, undefined, 80);
+    await tick();
+    expect(announced.reads()).toBe(0);
+    announced.announce(state('SUCCESS'));
+    expect((await first)?.State).toBe('SUCCESS');
+    await new Promise((r) => setTimeout(r, 100)); // past the delay: its read was cancelled
+    expect(announced.reads()).toBe(0);
+
+    const silent = harness(state('SUCCESS')); // completed by a writer that announces nothing
+    const t0 = Date.now();
+    const second = silent.wait(5000, undefined, 80);
+    await tick();
+    expect(silent.reads()).toBe(0);
+    expect((await second)?.State).toBe('SUCCESS');
+    expect(silent.reads()).toBe(1);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(70);
   });
 });
