@@ -231,8 +231,11 @@ for i = 1, n do redis.call('SET', KEYS[i + 1], ARGV[2 * i], 'EX', ARGV[2 * i + 1
 if #ARGV < 2 * n + 2 then return 0 end
 return redis.call('RPUSH', KEYS[1], unpack(ARGV, 2 * n + 2, #ARGV))`);
 
-/** Values per RPUSH when a turn's publishes are sent together. */
-const PUSH_CHUNK = 1000;
+/**
+ * Most messages per RPUSH when a tick's publishes are sent together; a tick with more sends
+ * each chunk as soon as it is full.
+ */
+const PUSH_CHUNK = 250;
 
 interface Settle {
   resolve(): void;
@@ -270,6 +273,7 @@ export class RedisBroker implements Broker {
   readonly #acks = new Map<string, { sub: RedisSubscription; members: string[]; byNumber: boolean; done: Settle[] }>();
   readonly #pushes = new Map<string, { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }>();
   #promoterRunning = false;
+  #pushScheduled = false;
   #store: string | undefined;
   #closed = false;
 
@@ -381,33 +385,48 @@ export class RedisBroker implements Broker {
     if (!batch) {
       batch = { bodies: [], writes: [], done: [] };
       this.#pushes.set(queue, batch);
-      if (this.#pushes.size === 1) process.nextTick(() => this.#flushPushes());
+      if (!this.#pushScheduled) {
+        this.#pushScheduled = true;
+        process.nextTick(() => this.#flushPushes());
+      }
     }
     batch.bodies.push(body);
     batch.writes.push(write);
-    await new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject }));
+    const stored = new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject }));
+    // A long run of publishes in one tick (sendTasks) goes out in chunks as it is encoded, so
+    // Redis stores one chunk while the next is being prepared.
+    if (batch.bodies.length >= PUSH_CHUNK) {
+      this.#pushes.delete(queue);
+      this.#sendPushes(queue, batch);
+    }
+    return stored;
   }
 
   #flushPushes(): void {
+    this.#pushScheduled = false;
     const batches = [...this.#pushes];
     this.#pushes.clear();
     corkForTick(this.client.stream);
-    for (const [queue, { bodies, writes, done }] of batches) {
-      const sent: Promise<unknown>[] = [];
-      for (let i = 0; i < bodies.length; i += PUSH_CHUNK) {
-        const chunk = bodies.slice(i, i + PUSH_CHUNK);
-        const chunkWrites = writes.slice(i, i + PUSH_CHUNK).filter((w): w is PlainWrite => w !== undefined);
-        if (chunkWrites.length === 0) {
-          sent.push(this.client.rpush(queue, ...chunk));
-          continue;
-        }
-        const keys = [queue, ...chunkWrites.map((w) => w.key)];
-        const args: (string | number)[] = [chunkWrites.length];
-        for (const w of chunkWrites) args.push(w.value, w.expireSeconds);
-        sent.push(WRITE_THEN_PUSH.run(this.client, keys, [...args, ...chunk]));
+    for (const [queue, batch] of batches) this.#sendPushes(queue, batch);
+  }
+
+  /** One RPUSH (or, with carried writes, one script) for at most PUSH_CHUNK messages. */
+  #sendPushes(queue: string, { bodies, writes, done }: { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }): void {
+    const carried = writes.filter((w): w is PlainWrite => w !== undefined);
+    let sent: Promise<unknown>;
+    if (carried.length === 0) {
+      sent = this.client.rpush(queue, ...bodies);
+    } else {
+      const keys = [queue];
+      const args: (string | number)[] = [carried.length];
+      for (const w of carried) {
+        keys.push(w.key);
+        args.push(w.value, w.expireSeconds);
       }
-      settleAll(done, this.#withTimeout(Promise.all(sent)));
+      for (const b of bodies) args.push(b);
+      sent = WRITE_THEN_PUSH.run(this.client, keys, args);
     }
+    settleAll(done, this.#withTimeout(sent));
   }
 
   async #withTimeout<T>(p: Promise<T>): Promise<T> {

@@ -22,12 +22,14 @@ afterAll(async () => {
 });
 
 /** Records the RPUSH calls made on the broker's client while `fn` runs. */
+/** The RPUSHes recorded so far by the running `rpushCalls`. */
+const recordedPushes: { key: string; values: number }[] = [];
 async function rpushCalls(fn: () => Promise<unknown>): Promise<{ key: string; values: number }[]> {
-  const calls: { key: string; values: number }[] = [];
+  recordedPushes.length = 0;
   const client = broker.client;
   const rpush = client.rpush.bind(client);
   client.rpush = ((...a: unknown[]) => {
-    calls.push({ key: String(a[0]), values: a.length - 1 });
+    recordedPushes.push({ key: String(a[0]), values: a.length - 1 });
     return (rpush as (...x: unknown[]) => Promise<number>)(...a);
   }) as typeof rpush;
   try {
@@ -35,7 +37,7 @@ async function rpushCalls(fn: () => Promise<unknown>): Promise<{ key: string; va
   } finally {
     client.rpush = rpush;
   }
-  return calls;
+  return [...recordedPushes];
 }
 
 describe('RedisBroker publishes', () => {
@@ -63,11 +65,28 @@ describe('RedisBroker publishes', () => {
     await redis.del(queue);
     const calls = await rpushCalls(async () => {
       await broker.publish(newSignature({ Name: 'noop', UUID: 'alone', RoutingKey: queue }));
-      await broker.publishBatch(Array.from({ length: 2500 }, (_, i) => newSignature({ Name: 'noop', UUID: `b${i}`, RoutingKey: queue })));
+      await broker.publishBatch(Array.from({ length: 2600 }, (_, i) => newSignature({ Name: 'noop', UUID: `b${i}`, RoutingKey: queue })));
     });
-    expect(calls.map((c) => c.values)).toEqual([1, 1000, 1000, 500]);
+    expect(calls.map((c) => c.values)).toEqual([1, ...Array<number>(10).fill(250), 100]);
     const uuids = (await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
-    expect(uuids).toEqual(['alone', ...Array.from({ length: 2500 }, (_, i) => `b${i}`)]);
+    expect(uuids).toEqual(['alone', ...Array.from({ length: 2600 }, (_, i) => `b${i}`)]);
+  });
+
+  it('a long run of publishes in one tick sends each full chunk at once, before the tick ends', async () => {
+    await redis.del(queue);
+    const seenInTick: number[] = [];
+    const calls = await rpushCalls(async () => {
+      const stored: Promise<void>[] = [];
+      for (let i = 0; i < 600; i++) {
+        stored.push(broker.publish(newSignature({ Name: 'noop', UUID: `r${i}`, RoutingKey: queue })));
+        if (i === 249 || i === 499) seenInTick.push(recordedPushes.length);
+      }
+      await Promise.all(stored);
+    });
+    // Redis is storing the first chunks while the rest are still being encoded.
+    expect(seenInTick).toEqual([1, 2]);
+    expect(calls.map((c) => c.values)).toEqual([250, 250, 100]);
+    expect(await redis.llen(queue)).toBe(600);
   });
 
   it('a failed RPUSH rejects every publish it carried', async () => {
