@@ -89,6 +89,20 @@ describe('RedisBroker publishes', () => {
     expect(await redis.llen(queue)).toBe(600);
   });
 
+  it('a message that cannot be encoded, and any publish after close, reject rather than throw', async () => {
+    const circular: { self?: unknown } = {};
+    circular.self = circular;
+    const bad = newSignature({ Name: 'noop', RoutingKey: queue, Args: [{ Name: '', Type: 'string', Value: circular }] });
+    let sent: Promise<void> | undefined;
+    expect(() => (sent = broker.publish(bad))).not.toThrow();
+    await expect(sent).rejects.toThrow(/circular/i);
+    const closed = new RedisBroker({ url, defaultQueue: queue });
+    await closed.close();
+    let late: Promise<void> | undefined;
+    expect(() => (late = closed.publish(newSignature({ Name: 'noop' })))).not.toThrow();
+    await expect(late).rejects.toThrow(/closed/i);
+  });
+
   it('a failed RPUSH rejects every publish it carried', async () => {
     const wrongType = `${queue}_string`;
     await redis.set(wrongType, 'not a list');
