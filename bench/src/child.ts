@@ -13,7 +13,10 @@ export interface WorkerProcess {
 }
 
 export async function startWorker(file: string, env: Record<string, string>): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join('src', file)], {
+  // The harness's own module conditions: built packages (dist/) by default, the TypeScript
+  // sources when it runs with --conditions=source.
+  const conditions = process.execArgv.filter((a) => a.startsWith('--conditions'));
+  const child = spawn(process.execPath, [...conditions, '--import', 'tsx', join('src', file)], {
     cwd: PKG,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],

@@ -298,7 +298,8 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
   bee-queue \`saveAll\`, raw \`LPUSH\` of 1000 messages, raw amqplib 1000 publishes then \`waitForConfirms\`,
   machinery-ts \`sendTasks\` of 1000 (the PENDING states in one pipeline, then one \`publishBatch\`).
   **One at a time**: \`sendTask\` (PENDING, then publish), each awaited before the next.
-- **End to end**: the worker is a separate process (\`node --conditions=source --import tsx src/worker-<system>.ts\`)
+- **End to end**: the worker is a separate process (\`node --import tsx src/worker-<system>.ts\`; machinery-ts from its
+  packages' tsc output, \`dist/\`, which \`pnpm bench\` builds first — as an application runs it, and as the peers run from npm)
   at concurrency 1, 10 or 100. Throughput = N / (first send → last completion seen by the producer), the producer
   polling every 10 ms: machinery-ts reads the task states in the Redis backend (\`MGET\` of the unfinished ones, up
   to the first chunk of 1000 with one unfinished, since tasks finish roughly in order),
