@@ -262,11 +262,14 @@ export class Worker {
       await this.#taskFailed(sig, err as Error);
       return { kind: 'ack' };
     }
-    await this.#opts.onPreTask?.(sig);
+    // Hooks are awaited only where given: an `await` of nothing still costs a turn of the microtask queue.
+    const { onPreTask, onPostTask } = this.#opts;
+    if (onPreTask) await onPreTask(sig);
+    if (!onPostTask) return this.#run(task, sig, args, delivery, progress);
     try {
       return await this.#run(task, sig, args, delivery, progress);
     } finally {
-      await this.#opts.onPostTask?.(sig);
+      await onPostTask(sig);
     }
   }
 
@@ -330,8 +333,10 @@ export class Worker {
         const deadline = new Promise((_, reject) => signal().addEventListener('abort', () => reject(signal().reason as Error), { once: true }));
         value = await Promise.race([deadline, Promise.resolve().then(() => task.handler(args, ctx))]);
       } else {
-        // Called directly: a synchronous throw lands in the catch below all the same.
-        value = await task.handler(args, ctx);
+        // Called directly: a synchronous throw lands in the catch below all the same, and a
+        // plain value is taken as it is, without a turn of the microtask queue.
+        const returned = task.handler(args, ctx);
+        value = isThenable(returned) ? await returned : returned;
       }
     } catch (err) {
       failure = { err };
@@ -347,15 +352,14 @@ export class Worker {
     return result;
   }
 
-  async #onTaskValue(task: RegisteredTask, sig: Signature, value: unknown): Promise<Outcome> {
+  #onTaskValue(task: RegisteredTask, sig: Signature, value: unknown): Promise<Outcome> {
     let results: TaskResult[];
     try {
       results = resultsToWire(value instanceof MultipleResults ? value.values : value === undefined ? [] : [value], task.resultTypes);
     } catch (err) {
       return this.#onTaskError(sig, new UnrecoverableError(`task ${sig.Name} returned a bad result: ${(err as Error).message}`));
     }
-    await this.#taskSucceeded(sig, results);
-    return { kind: 'ack' };
+    return this.#taskSucceeded(sig, results).then(() => ACK);
   }
 
   /** Extends the delivery at half the broker's redelivery timeout while a task runs. */
@@ -396,8 +400,14 @@ export class Worker {
     await this.#server.sendTask(next);
   }
 
-  async #taskSucceeded(sig: Signature, results: TaskResult[]): Promise<void> {
-    await this.#server.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results, ...announce(sig) });
+  #taskSucceeded(sig: Signature, results: TaskResult[]): Promise<void> {
+    const stored = this.#server.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results, ...announce(sig) });
+    // Most tasks have nothing to do after the write: no async step of their own.
+    if (!sig.OnSuccess?.length && !(sig.GroupUUID && sig.ChordCallback)) return stored;
+    return stored.then(() => this.#afterSuccess(sig, results));
+  }
+
+  async #afterSuccess(sig: Signature, results: TaskResult[]): Promise<void> {
     for (const cb of sig.OnSuccess ?? []) {
       const next = copySignature(cb);
       if (!sig.Immutable) next.Args = [...(next.Args ?? []), ...results.map(toArg)];
@@ -490,6 +500,12 @@ export class Worker {
 }
 
 /** The sender's announce target, for a completed state's write. */
+const ACK: Outcome = Object.freeze({ kind: 'ack' });
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function';
+}
+
 function announce(sig: Signature): { announceTo?: string } {
   const target = announcedOn(sig);
   return target ? { announceTo: target } : {};

@@ -64,6 +64,20 @@ describe('Worker', () => {
     expect((await r.state())?.TaskName).toBe('add');
   });
 
+  it('takes a handler\'s plain value, promise or foreign thenable alike, and a rejecting thenable fails the task', async () => {
+    const { server, worker } = await setup();
+    server.registerTask('plain', () => 'p');
+    server.registerTask('promised', async () => 'q');
+    server.registerTask('thenable', () => ({ then: (ok: (v: string) => void) => setTimeout(() => ok('t'), 5) }));
+    server.registerTask('broken', () => ({ then: (_: unknown, fail: (e: Error) => void) => fail(new Error('thenable failed')) }));
+    await worker.start();
+    const [p, q, t, b] = await Promise.all(['plain', 'promised', 'thenable', 'broken'].map((Name) => server.sendTask({ Name })));
+    expect(await p?.get({ timeoutMs: 2000 })).toEqual(['p']);
+    expect(await q?.get({ timeoutMs: 2000 })).toEqual(['q']);
+    expect(await t?.get({ timeoutMs: 2000 })).toEqual(['t']);
+    await expect(b?.get({ timeoutMs: 2000 })).rejects.toThrow('thenable failed');
+  });
+
   it('retries with Go\'s Fibonacci back-off, then fails and runs OnError with the error prepended', async () => {
     expect([0, 1, 2, 3, 5, 10].map(fibonacciNext)).toEqual([1, 2, 3, 5, 8, 13]);
     const { server, worker, errors } = await setup();
