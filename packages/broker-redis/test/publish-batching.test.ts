@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { newSignature } from '@machinery-ts/core';
+import { type WireValue, newSignature } from '@machinery-ts/core';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisBroker } from '../src/index.js';
@@ -90,7 +90,7 @@ describe('RedisBroker publishes', () => {
   });
 
   it('a message that cannot be encoded, and any publish after close, reject rather than throw', async () => {
-    const circular: { self?: unknown } = {};
+    const circular: { [key: string]: WireValue } = {};
     circular.self = circular;
     const bad = newSignature({ Name: 'noop', RoutingKey: queue, Args: [{ Name: '', Type: 'string', Value: circular }] });
     let sent: Promise<void> | undefined;
