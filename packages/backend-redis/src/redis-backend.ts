@@ -423,6 +423,7 @@ export class RedisBackend implements Backend {
     this.#batch.flush();
     for (const wake of [...this.#waiters]) wake();
     this.#listeners.clear();
+    this.#reply.early.clear();
     const sub = this.#subscriber;
     this.#subscriber = undefined;
     await Promise.all([sub ? quit(sub) : undefined, this.#owned ? quit(this.#client) : undefined]);
