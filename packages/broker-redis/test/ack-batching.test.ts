@@ -1,27 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { newSignature } from '@machinery-ts/core';
 import { collectDeliveries } from '@machinery-ts/contract-tests';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RedisBroker } from '../src/index.js';
-import { recordCommands } from './support.js';
+import { brokerTestBed, recordCommands } from './support.js';
 
-const url = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
-const queue = `mts_test_acks_${randomUUID()}`;
-// Its own bookkeeping keys, so its default-lease brokers never hold the reaper turn other tests need.
-const keyPrefix = `mts_test_${randomUUID()}:`;
-let redis: Redis;
-let broker: RedisBroker;
-
-beforeAll(() => {
-  redis = new Redis(url);
-  broker = new RedisBroker({ url, defaultQueue: queue, keyPrefix });
-});
-afterAll(async () => {
-  await broker.close();
-  await redis.del(queue);
-  await redis.quit();
-});
+const { url, queue, keyPrefix, redis, broker } = brokerTestBed('acks');
 
 describe('RedisBroker acks', () => {
   it('sends the acks of one turn as one call carrying claim numbers (no bodies), each resolving only once its message left the claimed hash', async () => {

@@ -1,29 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { type WireValue, newSignature } from '@machinery-ts/core';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RedisBroker } from '../src/index.js';
-import { recordCommands } from './support.js';
+import { brokerTestBed, recordCommands } from './support.js';
 
-const url = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
-const queue = `mts_test_pushes_${randomUUID()}`;
-const keyPrefix = `mts_test_${randomUUID()}:`;
-let redis: Redis;
-let broker: RedisBroker;
+const { url, queue, keyPrefix, redis, broker } = brokerTestBed('pushes');
 
-beforeAll(() => {
-  redis = new Redis(url);
-  broker = new RedisBroker({ url, defaultQueue: queue, keyPrefix });
-});
-afterAll(async () => {
-  await broker.close();
-  await redis.del(queue, `${queue}_b`);
-  await redis.quit();
-});
-
-/** Records the RPUSH calls made on the broker's client while `fn` runs. */
 /** The RPUSHes recorded so far by the running `rpushCalls`. */
 const recordedPushes: { key: string; values: number }[] = [];
+/** Records the RPUSH calls made on the broker's client while `fn` runs. */
 async function rpushCalls(fn: () => Promise<unknown>): Promise<{ key: string; values: number }[]> {
   recordedPushes.length = 0;
   const client = broker.client;
@@ -96,7 +82,7 @@ describe('RedisBroker publishes', () => {
     let sent: Promise<void> | undefined;
     expect(() => (sent = broker.publish(bad))).not.toThrow();
     await expect(sent).rejects.toThrow(/circular/i);
-    const closed = new RedisBroker({ url, defaultQueue: queue });
+    const closed = new RedisBroker({ url, defaultQueue: queue, keyPrefix });
     await closed.close();
     let late: Promise<void> | undefined;
     expect(() => (late = closed.publish(newSignature({ Name: 'noop' })))).not.toThrow();

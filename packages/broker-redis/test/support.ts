@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
+import { afterAll } from 'vitest';
+import { RedisBroker } from '../src/index.js';
 
 export const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
 
@@ -8,6 +10,27 @@ export const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
 export function uniqueNames(tag: string): { queue: string; delayedTasksKey: string; keyPrefix: string } {
   const id = randomUUID().slice(0, 8);
   return { queue: `mts_test_${tag}_${id}`, delayedTasksKey: `mts_test_delayed_${id}`, keyPrefix: `mts_test_${id}:` };
+}
+
+/**
+ * A test file's own queue (named `mts_test_<tag>_<id>`; sub-queues start with it), key prefix,
+ * admin client and broker on them. After the file, the broker closes and every key under the
+ * queue's name and the prefix is deleted.
+ */
+export function brokerTestBed(tag: string): { url: string; queue: string; keyPrefix: string; redis: Redis; broker: RedisBroker } {
+  const url = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
+  const queue = `mts_test_${tag}_${randomUUID()}`;
+  // Bookkeeping keys of its own, so its default-lease brokers never hold the reaper turn other tests need.
+  const keyPrefix = `mts_test_${randomUUID()}:`;
+  const redis = new Redis(url);
+  const broker = new RedisBroker({ url, defaultQueue: queue, keyPrefix });
+  afterAll(async () => {
+    await broker.close();
+    await deleteKeys(redis, [], queue);
+    await deleteKeys(redis, [], keyPrefix);
+    await redis.quit();
+  });
+  return { url, queue, keyPrefix, redis, broker };
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
