@@ -12,6 +12,7 @@ import {
   type WaitOptions,
   ClosedError,
   MachineryError,
+  Reconnector,
   TaskStates,
   decodeGroupMeta,
   decodeTaskState,
@@ -21,6 +22,7 @@ import {
   waitForAnnouncedState,
   mergeTaskState,
   newGroupMeta,
+  redactUrl,
 } from '@machinery-ts/core';
 
 export interface AmqpBackendOptions {
@@ -41,6 +43,12 @@ export interface AmqpBackendOptions {
   /** Reconnect back-off bounds. @default 100 / 5000 */
   readonly reconnectMinMs?: number;
   readonly reconnectMaxMs?: number;
+  /**
+   * How long one connection attempt may take, the AMQP handshake included, before it counts as
+   * failed and is retried: a server still starting (or a port that is not RabbitMQ) can accept
+   * the socket and never answer. @default 10000
+   */
+  readonly connectTimeoutMs?: number;
   /** AMQP heartbeat when the URL has none. @default 10 */
   readonly heartbeatSeconds?: number;
   /** Transport errors while reconnecting (no URL password in them). */
@@ -58,17 +66,6 @@ export const STATE_EVENTS_EXCHANGE = 'machinery-ts.state-events';
 export function goStateQueueArgs(resultsExpireIn: number): Record<string, { '!': 'int'; value: number }> {
   const ms = (resultsExpireIn || 3600) * 1000;
   return { 'x-message-ttl': { '!': 'int', value: ms }, 'x-expires': { '!': 'int', value: ms } };
-}
-
-/** Removes the password from an AMQP URL for messages. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '<invalid amqp url>';
-  }
 }
 
 interface Conn {
@@ -97,7 +94,6 @@ const MAX_SCAN = 256;
  */
 const EMPTY_RETRY_MS = [4, 8, 16, 32, 64, 128, 128] as const;
 const MEMO_GROUPS = 1000;
-const CONNECT_TIMEOUT_MS = 10_000;
 /** Member states read at once by a chord step, which stops at the first batch with an incomplete one. */
 const READ_BATCH = 16;
 
@@ -149,8 +145,8 @@ export class AmqpBackend implements Backend {
   readonly #opTimeoutMs: number;
   readonly #lockTimeoutMs: number;
   readonly #pollMs: number;
-  readonly #minMs: number;
-  readonly #maxMs: number;
+  readonly #reconnector: Reconnector<Conn>;
+  readonly #connectTimeoutMs: number;
   readonly #onError: ((e: Error) => void) | undefined;
   /** Completed member states already seen, per group, so repeated chord steps re-read only the rest. */
   readonly #memo = new Map<string, Map<string, TaskState>>();
@@ -159,7 +155,6 @@ export class AmqpBackend implements Backend {
   #events: Promise<{ ch: Channel; queue: string }> | null = null;
   readonly #listeners = new Map<string, Set<() => void>>();
   #conn: Conn | null = null;
-  #connecting: Promise<Conn> | null = null;
   #closed = false;
 
   constructor(options: AmqpBackendOptions = {}) {
@@ -174,8 +169,23 @@ export class AmqpBackend implements Backend {
     this.#opTimeoutMs = options.operationTimeoutMs ?? 30_000;
     this.#lockTimeoutMs = options.groupLockTimeoutMs ?? 30_000;
     this.#pollMs = options.waitPollMs ?? 500;
-    this.#minMs = options.reconnectMinMs ?? 100;
-    this.#maxMs = options.reconnectMaxMs ?? 5_000;
+    this.#reconnector = new Reconnector({
+      attempt: () => this.#connect(),
+      isClosed: () => this.#closed,
+      closedError: () => new ClosedError('AmqpBackend'),
+      onFailure: (err) => {
+        const e = new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`, { cause: err });
+        // The exchange exists with another type or flags: retrying cannot help.
+        if ((err as { code?: unknown }).code === 406) {
+          return new MachineryError('CONFIG', `${e.message} (exchange "${this.#exchange}" as ${this.#exchangeType})`, { cause: err });
+        }
+        this.#report(e);
+        return undefined;
+      },
+      minMs: options.reconnectMinMs ?? 100,
+      maxMs: options.reconnectMaxMs ?? 5_000,
+    });
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.#onError = options.onError;
   }
 
@@ -188,58 +198,38 @@ export class AmqpBackend implements Backend {
   }
 
   #connection(): Promise<Conn> {
-    if (this.#closed) return Promise.reject(new ClosedError('AmqpBackend'));
-    if (this.#conn?.alive) return Promise.resolve(this.#conn);
-    if (!this.#connecting) {
-      this.#connecting = this.#connectLoop().finally(() => {
-        this.#connecting = null;
-      });
-      this.#connecting.catch(() => {});
-    }
-    return this.#connecting;
+    if (!this.#closed && this.#conn?.alive) return Promise.resolve(this.#conn);
+    return this.#reconnector.connect();
   }
 
-  async #connectLoop(): Promise<Conn> {
-    let wait = this.#minMs;
-    for (let attempt = 0; ; attempt++) {
-      if (attempt > 0) {
-        await sleep(wait / 2 + Math.random() * (wait / 2));
-        wait = Math.min(this.#maxMs, wait * 2);
-      }
+  /** One connection attempt: the connection with the exchange declared, or closed again. */
+  async #connect(): Promise<Conn> {
+    const model = await amqp.connect(this.#url, { timeout: this.#connectTimeoutMs });
+    try {
+      const conn: Conn = { model, pub: null, announce: null, alive: true };
+      model.on('error', (e: Error) => this.#report(e));
+      model.on('close', () => this.#lost(conn));
       if (this.#closed) throw new ClosedError('AmqpBackend');
-      let model: ChannelModel | undefined;
-      try {
-        // `timeout` also bounds the handshake, which a broker still starting up may leave unanswered.
-        model = await amqp.connect(this.#url, { timeout: CONNECT_TIMEOUT_MS });
-        const conn: Conn = { model, pub: null, announce: null, alive: true };
-        model.on('error', (e: Error) => this.#report(e));
-        model.on('close', () => this.#lost(conn));
-        if (this.#closed) {
-          void model.close().catch(() => {});
-          throw new ClosedError('AmqpBackend');
-        }
-        if (this.#exchange) {
-          // Go's exchange declare, so our bindings have something to bind to.
-          await this.#onFreshChannel(conn, (ch) =>
-            ch.assertExchange(this.#exchange, this.#exchangeType, { durable: true, autoDelete: false, internal: false }),
-          );
-        }
-        this.#conn = conn;
-        return conn;
-      } catch (err) {
-        if (err instanceof ClosedError) throw err;
-        void model?.close().catch(() => {});
-        const e = new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`, { cause: err });
-        // The exchange exists with another type or flags: retrying cannot help.
-        if ((err as { code?: unknown }).code === 406) throw new MachineryError('CONFIG', `${e.message} (exchange "${this.#exchange}" as ${this.#exchangeType})`, { cause: err });
-        this.#report(e);
+      if (this.#exchange) {
+        // Go's exchange declare, so our bindings have something to bind to.
+        await this.#onFreshChannel(conn, (ch) =>
+          ch.assertExchange(this.#exchange, this.#exchangeType, { durable: true, autoDelete: false, internal: false }),
+        );
       }
+      this.#conn = conn;
+      return conn;
+    } catch (err) {
+      void model.close().catch(() => {});
+      throw err;
     }
   }
 
   #lost(conn: Conn): void {
     conn.alive = false;
-    if (this.#conn === conn) this.#conn = null;
+    // One that never became the connection is its attempt's to report and retry: reconnecting
+    // here too would retry a failure that onFailure ended as hopeless.
+    if (this.#conn !== conn) return;
+    this.#conn = null;
     if (this.#events) {
       this.#events = null;
       // Listeners re-bind on the next connection; the waiters' fallback poll covers the gap.
@@ -788,7 +778,9 @@ export class AmqpBackend implements Backend {
     for (const end of [...this.#waiters]) end();
     this.#listeners.clear();
     this.#events = null;
-    const conn = this.#conn ?? (await this.#connecting?.catch(() => null)) ?? null;
+    // An attempt under way when closing began either hands its connection over or closes it.
+    await this.#reconnector.settled();
+    const conn = this.#conn;
     this.#conn = null;
     if (conn) {
       conn.alive = false;

@@ -5,5 +5,4 @@ export {
   chordTriggeredQueue,
   goStateQueueArgs,
   groupMetaQueue,
-  redactUrl,
 } from './amqp-backend.js';

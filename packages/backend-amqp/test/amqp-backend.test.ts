@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import * as net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
@@ -158,6 +159,31 @@ describe('Go wire compatibility', () => {
     opened.push(b);
     await onChannel((ch) => ch.assertExchange(exchange, 'direct', { durable: true, autoDelete: false }));
     await expect(b.setState({ taskUUID: taskId(), taskName: 'x', state: TaskStates.PENDING })).rejects.toMatchObject({ code: 'CONFIG' });
+  });
+
+  it('gives up a connection attempt the server never answers after connectTimeoutMs, and tries again', async () => {
+    // Accepts the socket and says nothing, as a server still starting up can.
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((s) => sockets.add(s));
+    const port = await new Promise<number>((r) => silent.listen(0, '127.0.0.1', () => r((silent.address() as net.AddressInfo).port)));
+    const errors: Error[] = [];
+    const b = new AmqpBackend({
+      url: `amqp://guest:s3cret@127.0.0.1:${port}/`,
+      connectTimeoutMs: 200,
+      reconnectMinMs: 50,
+      reconnectMaxMs: 100,
+      operationTimeoutMs: 1_500,
+      onError: (e) => errors.push(e),
+    });
+    try {
+      await expect(b.getState(taskId())).rejects.toThrow(/timed out/);
+      expect(errors.filter((e) => /AMQP connect to .* failed/.test(e.message)).length).toBeGreaterThanOrEqual(2);
+      expect(errors.some((e) => e.message.includes('s3cret'))).toBe(false);
+    } finally {
+      await b.close();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+    }
   });
 
   it('marks a fired chord the way Go checks it: the <group>_chord_triggered queue exists', async () => {

@@ -10,8 +10,11 @@ import {
   type Subscription,
   type WireValue,
   ClosedError,
+  MachineryError,
+  Reconnector,
   encodeSignature,
   parseRfc3339,
+  redactUrl,
 } from '@machinery-ts/core';
 import { type AckHandle, AckBatcher } from './ack-batcher.js';
 import { coalesceWrites } from './coalesce-writes.js';
@@ -42,6 +45,12 @@ export interface AmqpBrokerOptions {
   /** Reconnect back-off bounds. @default 100 / 5000 */
   readonly reconnectMinMs?: number;
   readonly reconnectMaxMs?: number;
+  /**
+   * How long one connection attempt may take, the AMQP handshake included, before it counts as
+   * failed and is retried: a server still starting (or a port that is not RabbitMQ) can accept
+   * the socket and never answer. @default 10000
+   */
+  readonly connectTimeoutMs?: number;
   /** AMQP heartbeat used when the URL has no `heartbeat` parameter; a silent peer is dropped after ~2 beats. @default 10 */
   readonly heartbeatSeconds?: number;
   /** Transport errors while reconnecting (no URL password in them). */
@@ -77,17 +86,6 @@ function closeWithin(closing: () => Promise<unknown>, gone: Promise<void>): Prom
   return Promise.race([attempt.then(() => {}, () => {}), gone]);
 }
 
-/** Removes the password from an AMQP URL for messages. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '<invalid amqp url>';
-  }
-}
-
 function toAmqpValue(v: WireValue): unknown {
   if (typeof v === 'bigint') {
     return Number.isSafeInteger(Number(v)) ? { '!': 'int64', value: Number(v) } : v.toString();
@@ -110,7 +108,6 @@ interface Outgoing {
 
 const closedChannels = new WeakSet<Channel>();
 const int64 = (n: number): { '!': 'int64'; value: number } => ({ '!': 'int64', value: n });
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function withHeartbeat(url: string, seconds: number): { url: string; heartbeat: number } {
   try {
@@ -137,12 +134,11 @@ export class AmqpBroker implements Broker {
   readonly #autoDelete: boolean;
   readonly #deadLetterQueue: string | undefined;
   readonly #publishTimeoutMs: number;
-  readonly #minMs: number;
-  readonly #maxMs: number;
+  readonly #reconnector: Reconnector<Conn>;
+  readonly #connectTimeoutMs: number;
   readonly #onError: ((e: Error) => void) | undefined;
   readonly #subs = new Set<AmqpSubscription>();
   #conn: Conn | null = null;
-  #connecting: Promise<Conn> | null = null;
   #generation = 0;
   #closed = false;
 
@@ -161,8 +157,23 @@ export class AmqpBroker implements Broker {
     this.#autoDelete = options.autoDelete ?? false;
     this.#deadLetterQueue = options.deadLetterQueue;
     this.#publishTimeoutMs = options.publishTimeoutMs ?? 30_000;
-    this.#minMs = options.reconnectMinMs ?? 100;
-    this.#maxMs = options.reconnectMaxMs ?? 5_000;
+    this.#reconnector = new Reconnector({
+      attempt: () => this.#connect(),
+      isClosed: () => this.#closed,
+      closedError: () => new ClosedError('AmqpBroker'),
+      onFailure: (err) => {
+        const e = new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`, { cause: err });
+        // The exchange exists with another type or flags: retrying cannot help.
+        if ((err as { code?: unknown }).code === 406) {
+          return new MachineryError('CONFIG', `${e.message} (exchange "${this.#exchange}" as ${this.#exchangeType})`, { cause: err });
+        }
+        this.#report(e);
+        return undefined;
+      },
+      minMs: options.reconnectMinMs ?? 100,
+      maxMs: options.reconnectMaxMs ?? 5_000,
+    });
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.#onError = options.onError;
   }
 
@@ -183,68 +194,47 @@ export class AmqpBroker implements Broker {
 
   /** The live connection, (re)connecting with capped jittered back-off. */
   #connection(): Promise<Conn> {
-    if (this.#closed) return Promise.reject(new ClosedError('AmqpBroker'));
-    if (this.#conn?.alive) return Promise.resolve(this.#conn);
-    if (!this.#connecting) {
-      this.#connecting = this.#connectLoop().finally(() => {
-        this.#connecting = null;
-      });
-      this.#connecting.catch(() => {});
-    }
-    return this.#connecting;
+    if (!this.#closed && this.#conn?.alive) return Promise.resolve(this.#conn);
+    return this.#reconnector.connect();
   }
 
-  async #connectLoop(): Promise<Conn> {
-    let wait = this.#minMs;
-    let first = true;
-    for (;;) {
+  /** One connection attempt: the connection with the exchange declared, or closed again. */
+  async #connect(): Promise<Conn> {
+    let markGone: () => void = () => {};
+    const gone = new Promise<void>((r) => (markGone = r));
+    const model = await amqp.connect(this.#url, { timeout: this.#connectTimeoutMs });
+    try {
+      coalesceWrites(model);
+      const conn: Conn = { model, generation: ++this.#generation, declared: new Set(), declaring: new Map(), gone, pub: null, pubOpening: null, alive: true };
+      model.on('error', (e: Error) => this.#report(e));
+      model.on('close', () => {
+        markGone();
+        this.#lost(conn);
+      });
       if (this.#closed) throw new ClosedError('AmqpBroker');
-      if (!first) {
-        await sleep(wait / 2 + Math.random() * (wait / 2));
-        wait = Math.min(this.#maxMs, wait * 2);
+      if (this.#exchange) {
+        const ch = await model.createChannel();
+        ch.on('error', () => {});
+        await ch.assertExchange(this.#exchange, this.#exchangeType, { durable: true, autoDelete: false, internal: false });
+        await closeWithin(() => ch.close(), gone);
       }
-      first = false;
-      if (this.#closed) throw new ClosedError('AmqpBroker');
-      let model: ChannelModel | undefined;
-      let markGone: () => void = () => {};
-      const gone = new Promise<void>((r) => (markGone = r));
-      try {
-        model = await amqp.connect(this.#url);
-        coalesceWrites(model);
-        const opened = model;
-        const conn: Conn = { model, generation: ++this.#generation, declared: new Set(), declaring: new Map(), gone, pub: null, pubOpening: null, alive: true };
-        model.on('error', (e: Error) => this.#report(e));
-        model.on('close', () => {
-          markGone();
-          this.#lost(conn);
-        });
-        if (this.#closed) {
-          await closeWithin(() => opened.close(), gone);
-          throw new ClosedError('AmqpBroker');
-        }
-        if (this.#exchange) {
-          const ch = await model.createChannel();
-          ch.on('error', () => {});
-          await ch.assertExchange(this.#exchange, this.#exchangeType, { durable: true, autoDelete: false, internal: false });
-          await closeWithin(() => ch.close(), gone);
-        }
-        if (!conn.alive) throw new Error('connection closed while declaring the topology');
-        this.#conn = conn;
-        // Resume consumers on the new connection.
-        for (const s of this.#subs) void s.attach(conn);
-        return conn;
-      } catch (err) {
-        if (err instanceof ClosedError) throw err;
-        this.#report(new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`));
-        const failed = model;
-        if (failed) await closeWithin(() => failed.close(), gone);
-      }
+      if (!conn.alive) throw new Error('connection closed while declaring the topology');
+      this.#conn = conn;
+      // Resume consumers on the new connection.
+      for (const s of this.#subs) void s.attach(conn);
+      return conn;
+    } catch (err) {
+      await closeWithin(() => model.close(), gone);
+      throw err;
     }
   }
 
   #lost(conn: Conn): void {
     conn.alive = false;
-    if (this.#conn === conn) this.#conn = null;
+    // One that never became the connection is its attempt's to report and retry: reconnecting
+    // here too would retry a failure that onFailure ended as hopeless.
+    if (this.#conn !== conn) return;
+    this.#conn = null;
     if (this.#closed) return;
     this.#report(new Error(`AMQP connection to ${redactUrl(this.#url)} lost; reconnecting`));
     void this.#connection().catch(() => {});
@@ -568,7 +558,7 @@ export class AmqpBroker implements Broker {
       conn.alive = false;
       await closeWithin(() => conn.model.close(), conn.gone);
     }
-    await this.#connecting?.catch(() => {});
+    await this.#reconnector.settled();
   }
 }
 

@@ -1,1 +1,1 @@
-export { AmqpBroker, redactUrl, type AmqpBrokerOptions } from './amqp-broker.js';
+export { AmqpBroker, type AmqpBrokerOptions } from './amqp-broker.js';

@@ -223,6 +223,56 @@ describe('AMQP reconnection', () => {
     await new Promise((r) => setTimeout(r, 400));
   });
 
+  it('refuses at once, with a config error, an exchange declared with another type', async () => {
+    const X2 = `mts_test_${randomUUID()}`;
+    const conn = await amqp.connect(url.toString());
+    const ch = await conn.createChannel();
+    await ch.assertExchange(X2, 'fanout', { durable: true, autoDelete: false });
+    const errors: Error[] = [];
+    const broker = new AmqpBroker({ url: url.toString(), exchange: X2, exchangeType: 'direct', publishTimeoutMs: 10_000, onError: (e) => errors.push(e) });
+    try {
+      const t0 = Date.now();
+      await expect(broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'x', RoutingKey: 'q' }))).rejects.toMatchObject({
+        code: 'CONFIG',
+        message: expect.stringContaining(`exchange "${X2}" as direct`),
+      });
+      // Not retried until the publish timeout: the first failure ends it.
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      expect(errors).toEqual([]);
+    } finally {
+      await broker.close();
+      await ch.deleteExchange(X2);
+      await conn.close();
+    }
+  });
+
+  it('gives up a connection attempt the server never answers after connectTimeoutMs, and tries again', async () => {
+    // Accepts the socket and says nothing, as a server still starting up can.
+    const silent = net.createServer(() => {});
+    const sockets = new Set<net.Socket>();
+    silent.on('connection', (s) => sockets.add(s));
+    const port = await new Promise<number>((r) => silent.listen(0, '127.0.0.1', () => r((silent.address() as net.AddressInfo).port)));
+    const errors: Error[] = [];
+    const broker = new AmqpBroker({
+      url: `amqp://guest:s3cret@127.0.0.1:${port}/`,
+      connectTimeoutMs: 200,
+      reconnectMinMs: 50,
+      reconnectMaxMs: 100,
+      publishTimeoutMs: 1_500,
+      onError: (e) => errors.push(e),
+    });
+    try {
+      await expect(broker.publish(newSignature({ UUID: newTaskUUID(), Name: 'x', RoutingKey: 'q' }))).rejects.toThrow(/timed out/);
+      const failed = errors.filter((e) => /AMQP connect to .* failed/.test(e.message));
+      expect(failed.length).toBeGreaterThanOrEqual(2);
+      expect(errors.some((e) => e.message.includes('s3cret'))).toBe(false);
+    } finally {
+      await broker.close();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+    }
+  });
+
   it('rejects a publish with a clear error when the outage outlasts publishTimeoutMs', async () => {
     const broker = new AmqpBroker({ url: proxied, exchange: X, bindingKey: Q, defaultQueue: Q, publishTimeoutMs: 500 });
     try {

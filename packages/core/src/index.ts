@@ -23,3 +23,4 @@ export * from './create-server.js';
 export * from './cork.js';
 export * from './wait-state.js';
 export * from './announce.js';
+export * from './reconnect.js';
