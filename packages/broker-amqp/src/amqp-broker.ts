@@ -531,7 +531,13 @@ export class AmqpBroker implements Broker {
       this.#subs.delete(sub),
     );
     this.#subs.add(sub);
-    await this.#withConnection('consume', (conn) => sub.attach(conn, true));
+    try {
+      await this.#withConnection('consume', (conn) => sub.attach(conn, true));
+    } catch (err) {
+      // Not left to attach itself to a later connection: the caller was told it failed.
+      this.#subs.delete(sub);
+      throw err;
+    }
     return sub;
   }
 
