@@ -1,5 +1,5 @@
 // The benchmark harness: see BENCHMARKS.md for what it measures and how.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
@@ -63,7 +63,7 @@ function metricsOf(group: System['group']): Metric[] {
   const cost = (key: string, what: string): Metric[] => [
     { key: `${key}:cpu`, label: `${what}: CPU, all processes`, unit: 'µs/task', higherBetter: false },
     { key: `${key}:cpuP`, label: `${what}: CPU, producer`, unit: 'µs/task', higherBetter: false },
-    ...(key.startsWith('e2e') ? [{ key: `${key}:cpuW`, label: `${what}: CPU, worker`, unit: 'µs/task', higherBetter: false }] : []),
+    ...(key !== 'enqueue' ? [{ key: `${key}:cpuW`, label: `${what}: CPU, worker`, unit: 'µs/task', higherBetter: false }] : []),
     { key: `${key}:cpuRedis`, label: `${what}: CPU, Redis`, unit: 'µs/task', higherBetter: false, noRatio: amqp },
     ...(amqp ? [{ key: `${key}:cpuRabbit`, label: `${what}: CPU, RabbitMQ`, unit: 'µs/task', higherBetter: false }] : []),
     { key: `${key}:cmds`, label: `${what}: Redis commands`, unit: 'cmds/task', higherBetter: false, noRatio: amqp },
@@ -71,6 +71,10 @@ function metricsOf(group: System['group']): Metric[] {
   ];
   m.push(...cost('enqueue', 'bulk enqueue'));
   for (const c of CONCURRENCIES) m.push(...cost(`e2e${c}`, `end to end c=${c}`));
+  if (!amqp) {
+    m.push(...cost('lat', 'send → result').filter((x) => !x.key.endsWith(':rss')));
+    m.push({ key: 'lat:wait', label: 'send → result: waiting for a CPU, all processes (run-queue time)', unit: 'µs/task', higherBetter: false });
+  }
   return m;
 }
 
@@ -93,32 +97,60 @@ async function redisCpuUs(): Promise<number> {
   return Math.round((sec('used_cpu_sys') + sec('used_cpu_user')) * 1e6);
 }
 
+/**
+ * Time the producer, the worker and Redis spent runnable but waiting for a CPU, µs (Linux
+ * `/proc/<pid>/schedstat`), or null where that is not readable. On a 2-core machine three busy
+ * processes queue for the cores, and a sequential round trip waits with them.
+ */
+async function runQueueUs(worker: WorkerProcess | null): Promise<number | null> {
+  const redisPid = /^process_id:(\d+)/m.exec(await admin.info('server'))?.[1];
+  let ns = 0;
+  for (const pid of [process.pid, worker?.child.pid, redisPid]) {
+    if (pid === undefined) return null;
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]);
+    } catch {
+      return null;
+    }
+  }
+  return Number.isFinite(ns) ? ns / 1000 : null;
+}
+
 interface Sample {
   producer: NodeJS.CpuUsage;
   worker: WorkerStats | null;
   redis: number;
   rabbit: number | null;
   calls: number;
+  waitUs: number | null;
 }
 async function sample(worker: WorkerProcess | null): Promise<Sample> {
-  return { producer: process.cpuUsage(), worker: worker ? await worker.stats() : null, redis: await redisCpuUs(), rabbit: rabbitCpuUs(), calls: await commandCalls() };
+  return {
+    producer: process.cpuUsage(),
+    worker: worker ? await worker.stats() : null,
+    redis: await redisCpuUs(),
+    rabbit: rabbitCpuUs(),
+    calls: await commandCalls(),
+    waitUs: await runQueueUs(worker),
+  };
 }
 
-/** Records the cost rows of one case from the samples around it. */
-function recordCost(sys: System, key: string, a: Sample, b: Sample): void {
+/** Records the cost rows of one case from the samples around it, per task of the `n` it ran. */
+function recordCost(sys: System, key: string, a: Sample, b: Sample, n = N): void {
   const p = b.producer.user + b.producer.system - a.producer.user - a.producer.system;
   const w = a.worker && b.worker ? b.worker.cpuUs - a.worker.cpuUs : 0;
   const r = b.redis - a.redis;
   const q = a.rabbit !== null && b.rabbit !== null ? b.rabbit - a.rabbit : 0;
-  record(sys, `${key}:cpu`, r < 0 ? 'Redis stats reset mid-run' : (p + w + r + q) / N);
-  record(sys, `${key}:cpuP`, p / N);
-  if (b.worker) record(sys, `${key}:cpuW`, w / N);
+  record(sys, `${key}:cpu`, r < 0 ? 'Redis stats reset mid-run' : (p + w + r + q) / n);
+  record(sys, `${key}:cpuP`, p / n);
+  if (b.worker) record(sys, `${key}:cpuW`, w / n);
   // Another user of the shared server may reset its statistics (CONFIG RESETSTAT) or restart it.
   const reset = 'Redis stats reset mid-run';
-  record(sys, `${key}:cpuRedis`, r < 0 ? reset : r / N);
-  if (sys.group === 'amqp') record(sys, `${key}:cpuRabbit`, a.rabbit === null ? 'RabbitMQ pid not found' : q / N);
-  record(sys, `${key}:cmds`, b.calls < a.calls ? reset : (b.calls - a.calls) / N);
-  if (b.worker) record(sys, `${key}:rss`, b.worker.maxRss / 2 ** 20);
+  record(sys, `${key}:cpuRedis`, r < 0 ? reset : r / n);
+  if (sys.group === 'amqp') record(sys, `${key}:cpuRabbit`, a.rabbit === null ? 'RabbitMQ pid not found' : q / n);
+  record(sys, `${key}:cmds`, b.calls < a.calls ? reset : (b.calls - a.calls) / n);
+  if (b.worker && key !== 'lat') record(sys, `${key}:rss`, b.worker.maxRss / 2 ** 20);
+  if (key === 'lat') record(sys, 'lat:wait', a.waitUs === null || b.waitUs === null ? 'no /proc/<pid>/schedstat here' : (b.waitUs - a.waitUs) / n);
 }
 
 /** A failed case shows its reason in each of its rows, so rounds stay aligned for the ratios. */
@@ -189,10 +221,10 @@ async function runSystem(sys: System): Promise<void> {
         recordFailure(sys, key, `FAILED: ${wrong.join(', ')}`);
       }
       console.log(`  ${sys.id} c=${c}: ${counts.done}/${N} done, ${counts.failed} failed, worker ran ${w.executed} (${w.duplicates} twice), ${(N / s).toFixed(0)} tasks/s`);
-      if (c === 10 && p.roundTrip) await latency(sys);
+      if (c === 10 && p.roundTrip) await latency(sys, worker);
     } catch (e) {
       recordFailure(sys, key, `error: ${String(e)}`);
-      if (c === 10 && sys.group === 'redis') for (const q of ['p50', 'p99', 'max']) record(sys, q, 'not run: end to end failed');
+      if (c === 10 && sys.group === 'redis') for (const q of ['p50', 'p99', 'max', 'lat']) recordFailure(sys, q, 'not run: end to end failed');
     } finally {
       await worker?.stop();
       await closeQuietly(p);
@@ -200,7 +232,7 @@ async function runSystem(sys: System): Promise<void> {
   }
 }
 
-async function latency(sys: System): Promise<void> {
+async function latency(sys: System, worker: WorkerProcess): Promise<void> {
   // A fresh producer: the end-to-end run's flood of completion events can cost a
   // subscriber its connection (Redis' pubsub output-buffer limit), losing later events.
   let lp: Producer | undefined;
@@ -208,17 +240,20 @@ async function latency(sys: System): Promise<void> {
     lp = await sys.open(runOf(sys));
     for (let i = 0; i < 10; i++) await lp.roundTrip!(); // warm-up
     const times: number[] = [];
+    const s0 = await sample(worker);
     for (let i = 0; i < LAT; i++) {
       const t = performance.now();
       await lp.roundTrip!();
       times.push(performance.now() - t);
     }
+    recordCost(sys, 'lat', s0, await sample(worker), LAT);
     times.sort((a, b) => a - b);
     record(sys, 'p50', quantile(times, 0.5));
     record(sys, 'p99', quantile(times, 0.99));
     record(sys, 'max', times[times.length - 1]!);
   } catch (e) {
     for (const q of ['p50', 'p99', 'max']) record(sys, q, `error: ${String(e)}`);
+    recordFailure(sys, 'lat', `error: ${String(e)}`);
   } finally {
     await closeQuietly(lp);
   }
@@ -322,6 +357,9 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
   Server figures count everything the server did in the window, the producer's polling included and other users'
   work on the same server too, so they are upper bounds and only meaningful when nothing else uses the servers.
   **Worker peak RSS**: \`process.resourceUsage().maxRSS\` of the worker process (a fresh one per run), start-up included.
+- **send → result costs** are the same figures over the ${LAT} sequential round trips, per round trip, plus the time the
+  producer, the worker and Redis spent runnable but waiting for a CPU (\`/proc/<pid>/schedstat\`, Linux only): on a
+  2-core machine, work that three processes do at the same moment queues, and the round trip waits with it.
 - **raw ioredis**: the Redis floor — \`LPUSH\`; worker \`BLMOVE\` into a processing list, then \`MULTI LREM + LPUSH result + INCR\`.
 - **RabbitMQ**: both systems use a fresh durable queue per run (deleted after it), persistent messages (delivery mode 2),
   publisher confirms awaited for every message, manual acks, one ack per message. raw amqplib publishes with
