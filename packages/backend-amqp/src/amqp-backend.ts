@@ -170,18 +170,13 @@ export class AmqpBackend implements Backend {
     this.#lockTimeoutMs = options.groupLockTimeoutMs ?? 30_000;
     this.#pollMs = options.waitPollMs ?? 500;
     this.#reconnector = new Reconnector({
+      what: `AMQP connect to ${redactUrl(this.#url)}`,
       attempt: () => this.#connect(),
       isClosed: () => this.#closed,
       closedError: () => new ClosedError('AmqpBackend'),
-      onFailure: (err) => {
-        const e = new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`, { cause: err });
-        // The exchange exists with another type or flags: retrying cannot help.
-        if ((err as { code?: unknown }).code === 406) {
-          return new MachineryError('CONFIG', `${e.message} (exchange "${this.#exchange}" as ${this.#exchangeType})`, { cause: err });
-        }
-        this.#report(e);
-        return undefined;
-      },
+      // 406 PRECONDITION_FAILED: the exchange exists with another type or flags.
+      configMismatch: (err) => ((err as { code?: unknown }).code === 406 ? `exchange "${this.#exchange}" as ${this.#exchangeType}` : undefined),
+      report: (e) => this.#report(e),
       minMs: options.reconnectMinMs ?? 100,
       maxMs: options.reconnectMaxMs ?? 5_000,
     });

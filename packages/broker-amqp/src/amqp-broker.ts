@@ -10,7 +10,6 @@ import {
   type Subscription,
   type WireValue,
   ClosedError,
-  MachineryError,
   Reconnector,
   encodeSignature,
   parseRfc3339,
@@ -158,18 +157,13 @@ export class AmqpBroker implements Broker {
     this.#deadLetterQueue = options.deadLetterQueue;
     this.#publishTimeoutMs = options.publishTimeoutMs ?? 30_000;
     this.#reconnector = new Reconnector({
+      what: `AMQP connect to ${redactUrl(this.#url)}`,
       attempt: () => this.#connect(),
       isClosed: () => this.#closed,
       closedError: () => new ClosedError('AmqpBroker'),
-      onFailure: (err) => {
-        const e = new Error(`AMQP connect to ${redactUrl(this.#url)} failed: ${(err as Error).message}`, { cause: err });
-        // The exchange exists with another type or flags: retrying cannot help.
-        if ((err as { code?: unknown }).code === 406) {
-          return new MachineryError('CONFIG', `${e.message} (exchange "${this.#exchange}" as ${this.#exchangeType})`, { cause: err });
-        }
-        this.#report(e);
-        return undefined;
-      },
+      // 406 PRECONDITION_FAILED: the exchange exists with another type or flags.
+      configMismatch: (err) => ((err as { code?: unknown }).code === 406 ? `exchange "${this.#exchange}" as ${this.#exchangeType}` : undefined),
+      report: (e) => this.#report(e),
       minMs: options.reconnectMinMs ?? 100,
       maxMs: options.reconnectMaxMs ?? 5_000,
     });

@@ -1,23 +1,29 @@
+import { MachineryError } from './errors.js';
+
 /**
  * How an adapter (re)connects to a server that drops connections: on demand, one attempt at
  * a time however many callers are waiting, retried with capped, jittered exponential back-off
- * until one succeeds, the owner closes, or a failure says retrying cannot help.
+ * until one succeeds, the owner closes, or a failure shows the configuration itself is wrong.
  *
  * The back-off spreads a fleet of workers that lost their server together over the interval
  * instead of having them all knock at once when it comes back.
  */
 export interface ReconnectOptions<T> {
+  /** What is being connected to, for messages; no password in it: `AMQP connect to amqp://***@host:5672/`. */
+  readonly what: string;
   /** One attempt. It cleans up after itself when it fails (a half-open connection is its to close). */
   readonly attempt: () => Promise<T>;
   /** Once true, no attempt starts and callers get `closedError()`. */
   readonly isClosed: () => boolean;
   readonly closedError: () => Error;
   /**
-   * Told of each failed attempt (not of the owner closing meanwhile). Returns an error to end the
-   * loop with it, for a failure no retry can mend (a topology declared otherwise); returns
-   * nothing to retry.
+   * For a failure no retry can mend (the server holds a topology declared otherwise): what the
+   * configuration got wrong. The loop then ends with a `CONFIG` error saying so; anything else
+   * is retried.
    */
-  readonly onFailure: (err: unknown) => Error | undefined;
+  readonly configMismatch?: (err: unknown) => string | undefined;
+  /** Told of each failure that is retried, as `<what> failed: <reason>` (not of the owner closing meanwhile). */
+  readonly report: (err: Error) => void;
   /** The first delay before a retry; it doubles up to `maxMs`. Each delay is jittered into its upper half. */
   readonly minMs: number;
   readonly maxMs: number;
@@ -63,8 +69,10 @@ export class Reconnector<T> {
         return await o.attempt();
       } catch (err) {
         if (o.isClosed()) throw o.closedError();
-        const fatal = o.onFailure(err);
-        if (fatal) throw fatal;
+        const message = `${o.what} failed: ${err instanceof Error ? err.message : String(err)}`;
+        const mismatch = o.configMismatch?.(err);
+        if (mismatch !== undefined) throw new MachineryError('CONFIG', `${message} (${mismatch})`, { cause: err });
+        o.report(new Error(message, { cause: err }));
       }
     }
   }

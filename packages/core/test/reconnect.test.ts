@@ -4,7 +4,7 @@ import { ClosedError, Reconnector } from '../src/index.js';
 /** A Reconnector whose attempts fail `failures` times, then succeed with their number. */
 function flaky(failures: number, extra: { minMs?: number; maxMs?: number; fatalOn?: number } = {}) {
   const starts: number[] = [];
-  const reported: unknown[] = [];
+  const reported: Error[] = [];
   let closed = false;
   let running = 0;
   let overlapped = false;
@@ -19,12 +19,11 @@ function flaky(failures: number, extra: { minMs?: number; maxMs?: number; fatalO
       if (n <= failures) throw Object.assign(new Error(`attempt ${n} failed`), { n });
       return n;
     },
+    what: 'test connect to x://***@host',
     isClosed: () => closed,
     closedError: () => new ClosedError('Test'),
-    onFailure: (err) => {
-      reported.push(err);
-      return (err as { n: number }).n === extra.fatalOn ? new Error('fatal') : undefined;
-    },
+    configMismatch: (err) => ((err as { n: number }).n === extra.fatalOn ? 'the mismatch' : undefined),
+    report: (e) => reported.push(e),
     minMs: extra.minMs ?? 20,
     maxMs: extra.maxMs ?? 80,
   });
@@ -43,7 +42,8 @@ describe('Reconnector', () => {
     expect(got).toEqual([3, 3, 3]);
     expect(f.starts).toHaveLength(3);
     expect(f.overlapped()).toBe(false);
-    expect(f.reported.map((e) => (e as Error).message)).toEqual(['attempt 1 failed', 'attempt 2 failed']);
+    expect(f.reported.map((e) => e.message)).toEqual(['test connect to x://***@host failed: attempt 1 failed', 'test connect to x://***@host failed: attempt 2 failed']);
+    expect((f.reported[0]?.cause as { n: number }).n).toBe(1);
   });
 
   it('retries after a jittered delay that doubles up to the cap', async () => {
@@ -64,10 +64,14 @@ describe('Reconnector', () => {
     expect(await f.r.connect()).toBe(2);
   });
 
-  it('ends with the error onFailure returns, without retrying', async () => {
+  it('ends with a CONFIG error, without retrying, on a failure configMismatch names', async () => {
     const f = flaky(10, { fatalOn: 2 });
-    await expect(f.r.connect()).rejects.toThrow('fatal');
+    await expect(f.r.connect()).rejects.toMatchObject({
+      code: 'CONFIG',
+      message: 'test connect to x://***@host failed: attempt 2 failed (the mismatch)',
+    });
     expect(f.starts).toHaveLength(2);
+    expect(f.reported).toHaveLength(1);
   });
 
   it('gives callers the closed error once closed, and starts no attempt after', async () => {
