@@ -226,7 +226,7 @@ export class AmqpBroker implements Broker {
   #lost(conn: Conn): void {
     conn.alive = false;
     // One that never became the connection is its attempt's to report and retry: reconnecting
-    // here too would retry a failure that onFailure ended as hopeless.
+    // here too would retry a failure that configMismatch ended as hopeless.
     if (this.#conn !== conn) return;
     this.#conn = null;
     if (this.#closed) return;
