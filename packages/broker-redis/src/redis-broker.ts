@@ -120,7 +120,6 @@ local function return_inflight(claimed, inflight, q)
 end
 `;
 
-/** KEYS: claimed hash, target. ARGV: number, body, mode, extra. Acts only if the message was still in flight. */
 /**
  * KEYS: claimed hash, queue. ARGV: numbers, oldest first. Puts those still in the hash back at
  * the queue head, oldest first (claims whose reply never reached this process).
@@ -137,6 +136,7 @@ for i = #ARGV, 1, -1 do
 end
 return moved`);
 
+/** KEYS: claimed hash, target. ARGV: number, body, mode, extra. Acts only if the message was still in flight. */
 const SETTLE_CLAIMED = new LuaScript(`
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 if ARGV[3] == 'requeue' then redis.call('LPUSH', KEYS[2], ARGV[2])

@@ -499,13 +499,14 @@ export class Worker {
   }
 }
 
-/** The sender's announce target, for a completed state's write. */
+/** The outcome of every task that needs nothing but its ack: one object, not one per task. */
 const ACK: Outcome = Object.freeze({ kind: 'ack' });
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function';
 }
 
+/** The sender's announce target, for a completed state's write. */
 function announce(sig: Signature): { announceTo?: string } {
   const target = announcedOn(sig);
   return target ? { announceTo: target } : {};
