@@ -51,11 +51,11 @@ describe('RedisBroker publishes', () => {
     await redis.del(queue);
     const calls = await rpushCalls(async () => {
       await broker.publish(newSignature({ Name: 'noop', UUID: 'alone', RoutingKey: queue }));
-      await broker.publishBatch(Array.from({ length: 2600 }, (_, i) => newSignature({ Name: 'noop', UUID: `b${i}`, RoutingKey: queue })));
+      await broker.publishBatch(Array.from({ length: 1050 }, (_, i) => newSignature({ Name: 'noop', UUID: `b${i}`, RoutingKey: queue })));
     });
-    expect(calls.map((c) => c.values)).toEqual([1, ...Array<number>(10).fill(250), 100]);
+    expect(calls.map((c) => c.values)).toEqual([1, ...Array<number>(10).fill(100), 50]);
     const uuids = (await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
-    expect(uuids).toEqual(['alone', ...Array.from({ length: 2600 }, (_, i) => `b${i}`)]);
+    expect(uuids).toEqual(['alone', ...Array.from({ length: 1050 }, (_, i) => `b${i}`)]);
   });
 
   it('a long run of publishes in one tick sends each full chunk at once, before the tick ends', async () => {
@@ -63,16 +63,16 @@ describe('RedisBroker publishes', () => {
     const seenInTick: number[] = [];
     const calls = await rpushCalls(async () => {
       const stored: Promise<void>[] = [];
-      for (let i = 0; i < 600; i++) {
+      for (let i = 0; i < 250; i++) {
         stored.push(broker.publish(newSignature({ Name: 'noop', UUID: `r${i}`, RoutingKey: queue })));
-        if (i === 249 || i === 499) seenInTick.push(recordedPushes.length);
+        if (i === 99 || i === 199) seenInTick.push(recordedPushes.length);
       }
       await Promise.all(stored);
     });
     // Redis is storing the first chunks while the rest are still being encoded.
     expect(seenInTick).toEqual([1, 2]);
-    expect(calls.map((c) => c.values)).toEqual([250, 250, 100]);
-    expect(await redis.llen(queue)).toBe(600);
+    expect(calls.map((c) => c.values)).toEqual([100, 100, 50]);
+    expect(await redis.llen(queue)).toBe(250);
   });
 
   it('a message that cannot be encoded, and any publish after close, reject rather than throw', async () => {
@@ -132,6 +132,33 @@ describe('a PENDING state carried with its task', () => {
     const uuids = (await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
     expect(uuids).toEqual(results.map((r) => r.taskUUID));
     await backend.close();
+  });
+
+  it('a chunk of carried writes stores each value with its own expiry, and bodies in order', async () => {
+    await redis.del(queue);
+    const sigs = Array.from({ length: 150 }, (_, i) => newSignature({ Name: 'noop', UUID: `chunk_${randomUUID()}_${i}`, RoutingKey: queue }));
+    const store = broker.store;
+    // Values unlike any state document: the script must not care what they hold.
+    const values = sigs.map((s, i) => (i === 7 ? '' : `{"v":${i},"text":"a\\nb, ü 🙂"}`));
+    await Promise.all(sigs.map((s, i) => broker.publishAfterWrite(s, { store, key: s.UUID, value: values[i]!, expireSeconds: 100 + i })));
+    expect(await redis.mget(...sigs.map((s) => s.UUID))).toEqual(values);
+    for (const i of [0, 99, 100, 149]) {
+      const ttl = await redis.ttl(sigs[i]!.UUID);
+      expect(ttl).toBeLessThanOrEqual(100 + i);
+      expect(ttl).toBeGreaterThan(100 + i - 5);
+    }
+    const uuids = (await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
+    expect(uuids).toEqual(sigs.map((s) => s.UUID));
+  });
+
+  it('a carried value holding a raw newline is stored whole, as are the others of its chunk', async () => {
+    await redis.del(queue);
+    const store = broker.store;
+    const sigs = [0, 1, 2].map((i) => newSignature({ Name: 'noop', UUID: `nl_${randomUUID()}_${i}`, RoutingKey: queue }));
+    const values = ['first', 'two\nlines', 'third'];
+    await Promise.all(sigs.map((s, i) => broker.publishAfterWrite(s, { store, key: s.UUID, value: values[i]!, expireSeconds: 60 })));
+    expect(await redis.mget(...sigs.map((s) => s.UUID))).toEqual(values);
+    expect((await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual(sigs.map((s) => s.UUID));
   });
 
   it('carries a delayed task’s state too, and refuses a write for another store', async () => {
