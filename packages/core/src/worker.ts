@@ -11,10 +11,10 @@ import {
 } from './errors.js';
 import { decodeSignature, sniffTaskUUID } from './message/codec.js';
 import { argsFromWire, resultsToWire } from './message/reflect.js';
-import { type Arg, type Signature, type TaskResult, type TaskStateName, TaskStates, copySignature } from './message/signature.js';
+import { type Arg, type Signature, type TaskResult, TaskStates, copySignature } from './message/signature.js';
 import { formatRfc3339Nano, parseRfc3339 } from './message/time.js';
 import type { Server } from './server.js';
-import { MultipleResults, type RegisteredTask } from './task.js';
+import { MultipleResults, type RegisteredTask, type TaskContext } from './task.js';
 
 export interface WorkerOptions {
   /** Name in logs and transport listings. @default 'machinery-ts-worker' */
@@ -69,6 +69,21 @@ export function fibonacciNext(n: number): number {
  * Consumes one queue and runs tasks: RECEIVED → STARTED → SUCCESS / FAILURE / RETRY,
  * callbacks, chords, retries, and a delivery settled only after its outcome is recorded.
  */
+/** A running task's context. Most handlers never look at the signal, so its AbortController is made on first use. */
+class RunContext implements TaskContext {
+  #controller: AbortController | undefined;
+  constructor(
+    readonly signature: Signature,
+    readonly attempt: number,
+  ) {}
+  get signal(): AbortSignal {
+    return (this.#controller ??= new AbortController()).signal;
+  }
+  abort(reason: Error): void {
+    (this.#controller ??= new AbortController()).abort(reason);
+  }
+}
+
 export class Worker {
   readonly #server: Server;
   readonly #opts: Required<Omit<WorkerOptions, 'onPreTask' | 'onPostTask' | 'onError'>> & WorkerOptions;
@@ -283,21 +298,15 @@ export class Worker {
   #recordProgress(sig: Signature): { written: Promise<void>; ordered: boolean } {
     const backend = this.#server.backend;
     const ordered = backend.capabilities.orderedWrites === true;
-    const states =
-      this.#opts.progressStates === 'all'
-        ? [TaskStates.RECEIVED, TaskStates.STARTED]
-        : this.#opts.progressStates === 'started'
-          ? [TaskStates.STARTED]
-          : [];
+    const mode = this.#opts.progressStates;
+    if (mode === 'none') return { written: Promise.resolve(), ordered };
     const report = (err: unknown): void => this.#reportError(err as Error, sig);
-    const write = (state: TaskStateName): Promise<void> => backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state });
-    let written: Promise<void> = Promise.resolve();
-    for (const state of states) {
-      // Ordered: issued together, and the last settles after the ones before it are applied
-      // (each reports its own failure). Otherwise one after the other.
-      written = ordered ? write(state).catch(report) : written.then(() => write(state)).catch(report);
-    }
-    return { written, ordered };
+    const started = (): Promise<void> => backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.STARTED });
+    if (mode === 'started') return { written: started().catch(report), ordered };
+    const received = backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.RECEIVED }).catch(report);
+    // Ordered: issued together, and STARTED settles after RECEIVED is applied (each reports
+    // its own failure). Otherwise one after the other.
+    return { written: ordered ? started().catch(report) : received.then(started).catch(report), ordered };
   }
 
   async #run(
@@ -308,29 +317,17 @@ export class Worker {
     progress: { written: Promise<void>; ordered: boolean },
   ): Promise<Outcome> {
     const timeoutMs = this.#opts.taskTimeoutMs;
-    let controller: AbortController | undefined;
-    // Most handlers never look at the signal; an AbortController per task is measurable.
-    const signal = (): AbortSignal => (controller ??= new AbortController()).signal;
-    const abort = (): void => {
-      signal();
-      controller?.abort(new TaskTimeoutError(timeoutMs));
-    };
-    const timer = timeoutMs > 0 ? setTimeout(abort, timeoutMs) : undefined;
+    const ctx = new RunContext(sig, delivery.deliveryCount);
+    const timer = timeoutMs > 0 ? setTimeout(() => ctx.abort(new TaskTimeoutError(timeoutMs)), timeoutMs) : undefined;
     const lease = this.#keepLeased(delivery);
-    const ctx = {
-      signature: sig,
-      attempt: delivery.deliveryCount,
-      get signal(): AbortSignal {
-        return signal();
-      },
-    };
     let value: unknown;
     let failure: { err: unknown } | undefined;
     try {
       if (timer) {
         // The deadline's listener goes on the signal before the handler's own, so a handler
         // that settles on abort still loses the race to the timeout.
-        const deadline = new Promise((_, reject) => signal().addEventListener('abort', () => reject(signal().reason as Error), { once: true }));
+        const signal = ctx.signal;
+        const deadline = new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
         value = await Promise.race([deadline, Promise.resolve().then(() => task.handler(args, ctx))]);
       } else {
         // Called directly: a synchronous throw lands in the catch below all the same, and a
