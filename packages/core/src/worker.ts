@@ -49,7 +49,7 @@ export interface WorkerOptions {
   readonly handleSignals?: boolean;
   readonly onPreTask?: (signature: Signature) => void | Promise<void>;
   readonly onPostTask?: (signature: Signature) => void | Promise<void>;
-  /** Final task failures and transport errors. Without it they go to `console.error`. */
+  /** Final task failures and transport errors. Without it they go to `console.error`, as does anything it throws. */
   readonly onError?: (error: Error, signature?: Signature) => void;
 }
 
@@ -88,7 +88,8 @@ export class Worker {
   readonly #server: Server;
   readonly #opts: Required<Omit<WorkerOptions, 'onPreTask' | 'onPostTask' | 'onError'>> & WorkerOptions;
   readonly #waiting: Delivery[] = [];
-  readonly #running = new Set<Promise<void>>();
+  /** Each running delivery's handling, which removes itself when done. */
+  readonly #running = new Map<Delivery, Promise<void>>();
   /** Settles under way of tasks whose outcome is recorded (their slot is already free). */
   readonly #settling = new Map<Delivery, Promise<void>>();
   readonly #unknownSeen = new Map<string, number>();
@@ -194,7 +195,7 @@ export class Worker {
     };
     if (options.abandonRunning) return stopping.then(settled);
     return stopping.then(async () => {
-      while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+      while (this.#running.size > 0) await Promise.allSettled([...this.#running.values()]);
       await settled();
     });
   }
@@ -207,28 +208,29 @@ export class Worker {
     while (!this.#stopping && this.#running.size < this.#opts.concurrency) {
       const delivery = this.#waiting.shift();
       if (!delivery) return;
-      const run: Promise<void> = this.#handle(delivery)
-        .catch((err: unknown) => this.#reportError(err as Error))
-        .finally(() => {
-          this.#running.delete(run);
-          this.#pump();
-        });
-      this.#running.add(run);
+      // Set before #handle can finish: it always awaits #process first.
+      this.#running.set(delivery, this.#handle(delivery));
     }
   }
 
+  /** Never rejects; frees its slot and pumps the next delivery in when done. */
   async #handle(delivery: Delivery): Promise<void> {
-    let outcome: Outcome;
     try {
-      outcome = await this.#process(delivery);
-    } catch (err) {
-      // A state write or publish failed: the outcome is not recorded, so try again later.
-      this.#reportError(err as Error);
-      outcome = { kind: 'retry-later', delayMs: 1000 };
+      let outcome: Outcome;
+      try {
+        outcome = await this.#process(delivery);
+      } catch (err) {
+        // A state write or publish failed: the outcome is not recorded, so try again later.
+        this.#reportError(err as Error);
+        outcome = { kind: 'retry-later', delayMs: 1000 };
+      }
+      // The slot frees once the outcome is recorded: the broker's settle (an ack round trip on
+      // most transports) finishes in the background, still counted against prefetch there.
+      this.#settling.set(delivery, this.#settle(delivery, outcome));
+    } finally {
+      this.#running.delete(delivery);
+      this.#pump();
     }
-    // The slot frees once the outcome is recorded: the broker's settle (an ack round trip on
-    // most transports) finishes in the background, still counted against prefetch there.
-    this.#settling.set(delivery, this.#settle(delivery, outcome));
   }
 
   /** Settles in the background; removes itself from `#settling`, which `stop()` waits on. */
@@ -491,8 +493,17 @@ export class Worker {
   }
 
   #reportError(err: Error, sig?: Signature): void {
-    if (this.#opts.onError) this.#opts.onError(err, sig);
-    else console.error(`[machinery-ts] ${sig ? `${sig.Name} ${sig.UUID}: ` : ''}${err.message}`);
+    const where = sig ? `${sig.Name} ${sig.UUID}: ` : '';
+    if (!this.#opts.onError) {
+      console.error(`[machinery-ts] ${where}${err.message}`);
+      return;
+    }
+    try {
+      this.#opts.onError(err, sig);
+    } catch (thrown) {
+      // A throwing handler must not cost a worker slot or settle: both run after a report.
+      console.error(`[machinery-ts] onError threw (${(thrown as Error)?.message ?? String(thrown)}) reporting ${where}${err.message}`);
+    }
   }
 }
 

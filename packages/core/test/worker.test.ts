@@ -64,6 +64,33 @@ describe('Worker', () => {
     expect((await r.state())?.TaskName).toBe('add');
   });
 
+  it('an onError handler that throws costs no task, slot or settle: the throw is printed and work goes on', async () => {
+    const printed: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void printed.push(String(m)));
+    try {
+      const { server, worker } = await setup({
+        concurrency: 1,
+        onError: () => {
+          throw new Error('handler bug');
+        },
+      });
+      const setState = server.backend.setState.bind(server.backend);
+      server.backend.setState = async (u) => {
+        if (u.state === 'RECEIVED') throw new Error('RECEIVED write refused');
+        return setState(u);
+      };
+      server.registerTask(add);
+      await worker.start();
+      const results = await Promise.all([1, 2, 3].map((n) => server.sendTask({ Name: 'add', Args: [int(n), int(n)] })));
+      expect(await Promise.all(results.map((r) => r.get({ timeoutMs: 2000 })))).toEqual([[2n], [4n], [6n]]);
+      await worker.stop();
+      expect(worker.runningCount).toBe(0);
+      expect(printed.filter((m) => m.includes('onError threw (handler bug)') && m.includes('RECEIVED write refused'))).toHaveLength(3);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('takes a handler\'s plain value, promise or foreign thenable alike, and a rejecting thenable fails the task', async () => {
     const { server, worker } = await setup();
     server.registerTask('plain', () => 'p');
