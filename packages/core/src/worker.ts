@@ -343,12 +343,11 @@ export class Worker {
       if (timer) clearTimeout(timer);
       lease?.stop();
     }
+    // The progress writes are applied before the outcome's: awaited here when the backend may
+    // reorder writes, else by the ordering itself (the outcome's write lands after them).
+    // `written` never rejects.
     if (!progress.ordered) await progress.written;
-    const outcome = failure ? this.#onTaskError(sig, failure.err) : this.#onTaskValue(task, sig, value);
-    // Both must be done before the delivery is settled; `written` never rejects.
-    const result = await outcome;
-    await progress.written;
-    return result;
+    return failure ? this.#onTaskError(sig, failure.err) : this.#onTaskValue(task, sig, value);
   }
 
   #onTaskValue(task: RegisteredTask, sig: Signature, value: unknown): Promise<Outcome> {
