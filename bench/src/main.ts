@@ -336,8 +336,8 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
 - **End to end**: the worker is a separate process (\`node --import tsx src/worker-<system>.ts\`; machinery-ts from its
   packages' tsc output, \`dist/\`, which \`pnpm bench\` builds first — as an application runs it, and as the peers run from npm)
   at concurrency 1, 10 or 100. Throughput = N / (first send → last completion seen by the producer), the producer
-  polling every 10 ms: machinery-ts reads the task states in the Redis backend (\`MGET\` of the unfinished ones, up
-  to the first chunk of 1000 with one unfinished, since tasks finish roughly in order),
+  polling every 10 ms: machinery-ts reads the task states in the Redis backend (\`MGET\` of the unfinished ones, 100 at a
+  time, up to the first chunk with one unfinished, since tasks finish roughly in order),
   BullMQ \`getJobCounts('completed','failed')\` (results kept: \`removeOnComplete\` is off by default),
   bee-queue \`checkHealth()\`, raw ioredis a done counter the worker \`INCR\`s, raw amqplib the worker process's
   count of tasks run (asked over the IPC channel; it acks right after). Each run checks that all N completed and
