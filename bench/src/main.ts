@@ -19,7 +19,7 @@ function option(name: string): string | undefined {
 const flag = (name: string): boolean => process.argv.includes(name);
 const quick = flag('--quick');
 const N = Number(option('--n') ?? (quick ? 2000 : 20000));
-const ROUNDS = Number(option('--rounds') ?? (quick ? 1 : 3));
+const ROUNDS = Number(option('--rounds') ?? (quick ? 1 : 5));
 const LAT = Number(option('--latency') ?? (quick ? 200 : 1000));
 // --quick leaves out concurrency 1 and sends a quarter as many one at a time: it has to fit in 2 minutes.
 const CONCURRENCIES = quick ? [10, 100] : [1, 10, 100];
