@@ -65,10 +65,6 @@ export function fibonacciNext(n: number): number {
   }
 }
 
-/**
- * Consumes one queue and runs tasks: RECEIVED → STARTED → SUCCESS / FAILURE / RETRY,
- * callbacks, chords, retries, and a delivery settled only after its outcome is recorded.
- */
 /** A running task's context. Most handlers never look at the signal, so its AbortController is made on first use. */
 class RunContext implements TaskContext {
   #controller: AbortController | undefined;
@@ -84,6 +80,10 @@ class RunContext implements TaskContext {
   }
 }
 
+/**
+ * Consumes one queue and runs tasks: RECEIVED → STARTED → SUCCESS / FAILURE / RETRY,
+ * callbacks, chords, retries, and a delivery settled only after its outcome is recorded.
+ */
 export class Worker {
   readonly #server: Server;
   readonly #opts: Required<Omit<WorkerOptions, 'onPreTask' | 'onPostTask' | 'onError'>> & WorkerOptions;
