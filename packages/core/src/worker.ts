@@ -301,7 +301,8 @@ export class Worker {
     const backend = this.#server.backend;
     const ordered = backend.capabilities.orderedWrites === true;
     const mode = this.#opts.progressStates;
-    if (mode === 'none') return { written: Promise.resolve(), ordered };
+    // A backend that keeps nothing is not asked to keep these.
+    if (mode === 'none' || backend.capabilities.storesStates === false) return { written: RESOLVED, ordered };
     const report = (err: unknown): void => this.#reportError(err as Error, sig);
     const started = (): Promise<void> => backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.STARTED });
     if (mode === 'started') return { written: started().catch(report), ordered };
@@ -399,7 +400,11 @@ export class Worker {
   }
 
   #taskSucceeded(sig: Signature, results: TaskResult[]): Promise<void> {
-    const stored = this.#server.backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results, ...announce(sig) });
+    const backend = this.#server.backend;
+    const stored =
+      backend.capabilities.storesStates === false
+        ? RESOLVED
+        : backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results, ...announce(sig) });
     // Most tasks have nothing to do after the write: no async step of their own.
     if (!sig.OnSuccess?.length && !(sig.GroupUUID && sig.ChordCallback)) return stored;
     return stored.then(() => this.#afterSuccess(sig, results));
@@ -505,6 +510,8 @@ export class Worker {
     }
   }
 }
+
+const RESOLVED: Promise<void> = Promise.resolve();
 
 /** The outcome of every task that needs nothing but its ack: one object, not one per task. */
 const ACK: Outcome = Object.freeze({ kind: 'ack' });

@@ -465,6 +465,13 @@ describe('NullBackend', () => {
     expect(server.backend).toBeInstanceOf(NullBackend);
     const ran: bigint[] = [];
     server.registerTask('record', ([n]) => void ran.push(n as bigint));
+    // The worker does not ask a backend that keeps nothing to keep its progress and outcomes.
+    const asked: string[] = [];
+    const setState = server.backend.setState.bind(server.backend);
+    server.backend.setState = async (u) => {
+      asked.push(u.state);
+      return setState(u);
+    };
     const worker = server.newWorker({ handleSignals: false });
     workers.push(worker);
     await worker.start();
@@ -473,6 +480,7 @@ describe('NullBackend', () => {
     await server.sendGroup(group(newSignature({ Name: 'record', Args: [int(2)] }), newSignature({ Name: 'record', Args: [int(3)] })));
     await server.sendChain(chain(newSignature({ Name: 'record', Args: [int(4)], Immutable: true }), newSignature({ Name: 'record', Args: [int(5)] })));
     await vi.waitFor(() => expect([...ran].sort()).toEqual([1n, 2n, 3n, 4n, 5n]));
+    expect(asked.filter((s) => s !== 'PENDING')).toEqual([]);
     expect(await server.backend.getState(r.taskUUID)).toBeNull();
     await expect(server.sendChord(chord(group(newSignature({ Name: 'record', Args: [int(6)] })), newSignature({ Name: 'record' })))).rejects.toThrow(
       'a chord needs a result backend that stores states',
