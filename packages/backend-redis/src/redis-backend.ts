@@ -30,7 +30,7 @@ export interface RedisBackendOptions {
   readonly url?: string;
   /** A client owned by the caller: used as is and left open by `close()`. */
   readonly client?: Redis;
-  /** Seconds a state or group document lives; Go's 3600 when 0. @default 3600 */
+  /** Whole seconds a state or group document lives; Go's 3600 when 0. Anything else throws a RangeError. @default 3600 */
   readonly resultsExpireIn?: number;
   /**
    * The key of Go's redsync chord mutex. While a Go worker holds it, `triggerChord` waits
@@ -117,6 +117,12 @@ export class RedisBackend implements Backend {
   #closed = false;
 
   constructor(options: RedisBackendOptions = {}) {
+    const given = options.resultsExpireIn ?? 0;
+    // Every write is a SET … EX, which takes whole seconds only.
+    if (given !== 0 && (!Number.isSafeInteger(given) || given < 1)) {
+      throw new RangeError(`resultsExpireIn must be whole seconds, at least 1 (0 for Go's 3600); found ${String(given)}`);
+    }
+    const ttl = given || 3600;
     if (options.client) {
       this.#client = options.client;
       this.#owned = false;
@@ -132,7 +138,7 @@ export class RedisBackend implements Backend {
       this.#client.on('error', () => {});
       this.#owned = true;
     }
-    this.#ttl = options.resultsExpireIn || 3600;
+    this.#ttl = ttl;
     this.#mutex = options.goChordMutex === false ? '' : (options.goChordMutex ?? 'TriggerChordMutex');
     this.#pollMs = options.waitPollMs ?? 500;
     const c = this.#client;

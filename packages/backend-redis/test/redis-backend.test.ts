@@ -21,6 +21,17 @@ afterAll(async () => {
 });
 
 describe('RedisBackend states', () => {
+  it('refuses an expiry that SET … EX cannot take, before it connects', () => {
+    for (const bad of [1.5, -5, Number.NaN]) {
+      expect(() => new RedisBackend({ url: 'redis://127.0.0.1:1', resultsExpireIn: bad })).toThrow(/resultsExpireIn must be whole seconds/);
+    }
+    // 0 (and absent) is Go's 3600.
+    expect(backend.plainWrite({ taskUUID: 'x', taskName: 'n', state: 'PENDING' })?.expireSeconds).toBe(120);
+    const byDefault = new RedisBackend({ url: URL, resultsExpireIn: 0 });
+    expect(byDefault.plainWrite({ taskUUID: 'x', taskName: 'n', state: 'PENDING' })?.expireSeconds).toBe(3600);
+    return byDefault.close();
+  });
+
   it('writes the §13 SUCCESS document byte for byte after a Go PENDING document', async () => {
     const uuid = id('task');
     const created = '2026-11-22T20:18:13.156749485Z';

@@ -243,7 +243,7 @@ local function split(s)
 end
 local values = split(ARGV[2])
 local i = 0
-for ttl in string.gmatch(ARGV[1], '%d+') do
+for ttl in string.gmatch(ARGV[1], '%S+') do
   i = i + 1
   redis.call('SET', KEYS[i + 1], values[i], 'EX', ttl)
 end
@@ -378,6 +378,9 @@ export class RedisBroker implements Broker {
    */
   publishAfterWrite(signature: Signature, write: PlainWrite): Promise<void> {
     if (!this.carriesWritesFor(write.store)) return Promise.reject(new Error(`RedisBroker writes to ${this.store}, not ${write.store}`));
+    if (!Number.isSafeInteger(write.expireSeconds) || write.expireSeconds < 1) {
+      return Promise.reject(new RangeError(`RedisBroker: a carried write's expiry must be whole seconds, at least 1; found ${write.expireSeconds} for ${write.key}`));
+    }
     return this.#push(signature, write);
   }
 

@@ -151,6 +151,19 @@ describe('a PENDING state carried with its task', () => {
     expect(uuids).toEqual(sigs.map((s) => s.UUID));
   });
 
+  it('a carried write with an expiry SET … EX cannot take is refused alone; its tick-mates go out whole', async () => {
+    await redis.del(queue);
+    const store = broker.store;
+    const sigs = [0, 1, 2].map((i) => newSignature({ Name: 'noop', UUID: `ttl_${randomUUID()}_${i}`, RoutingKey: queue }));
+    const expiries = [60, 1.5, 61];
+    const sent = await Promise.allSettled(sigs.map((s, i) => broker.publishAfterWrite(s, { store, key: s.UUID, value: `v${i}`, expireSeconds: expiries[i]! })));
+    expect(sent.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(String((sent[1] as PromiseRejectedResult).reason)).toMatch(/expiry must be whole seconds, at least 1; found 1.5/);
+    expect(await redis.mget(...sigs.map((s) => s.UUID))).toEqual(['v0', null, 'v2']);
+    expect(await redis.ttl(sigs[2]!.UUID)).toBeGreaterThan(55);
+    expect((await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual([sigs[0]!.UUID, sigs[2]!.UUID]);
+  });
+
   it('a carried value holding a raw newline is stored whole, as are the others of its chunk', async () => {
     await redis.del(queue);
     const store = broker.store;

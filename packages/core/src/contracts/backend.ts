@@ -123,6 +123,7 @@ export interface PlainWrite {
   readonly store: string;
   readonly key: string;
   readonly value: string;
+  /** Whole seconds, at least 1. */
   readonly expireSeconds: number;
 }
 
