@@ -30,7 +30,7 @@ export interface RedisBackendOptions {
   readonly url?: string;
   /** A client owned by the caller: used as is and left open by `close()`. */
   readonly client?: Redis;
-  /** Whole seconds a state or group document lives; Go's 3600 when 0. Anything else throws a RangeError. @default 3600 */
+  /** Whole seconds a state or group document lives, at least 1; Go's 3600 when 0. Other values throw a RangeError. @default 3600 */
   readonly resultsExpireIn?: number;
   /**
    * The key of Go's redsync chord mutex. While a Go worker holds it, `triggerChord` waits
