@@ -373,8 +373,9 @@ export class RedisBroker implements Broker {
   }
 
   /**
-   * Sets `write` (a PENDING state) and pushes the task in one script: one round trip, and no
-   * worker can claim the task before its state exists. Batched per tick like `publish`.
+   * Sets `write` (a PENDING state) and pushes the task in one script (one MULTI for a value
+   * holding a raw newline): one round trip, and no worker can claim the task before its state
+   * exists. Batched per tick like `publish`.
    */
   publishAfterWrite(signature: Signature, write: PlainWrite): Promise<void> {
     if (!this.carriesWritesFor(write.store)) return Promise.reject(new Error(`RedisBroker writes to ${this.store}, not ${write.store}`));
@@ -460,10 +461,17 @@ export class RedisBroker implements Broker {
         values.push(w.value);
       }
       // A string with a newline of its own (no JSON.stringify output has one) would split in
-      // two: such a chunk goes as plain commands, in order on the one connection.
+      // two: such a chunk goes as one MULTI instead, which Redis refuses whole if it refuses a
+      // SET (ACL, out of memory), so no task shows without its state there either.
       if (values.some(hasNewline) || bodies.some(hasNewline)) {
-        const c = this.client;
-        sent = Promise.all([...carried.map((w) => c.set(w.key, w.value, 'EX', w.expireSeconds)), c.rpush(queue, ...bodies)]);
+        const tx = this.client.multi();
+        for (const w of carried) tx.set(w.key, w.value, 'EX', w.expireSeconds);
+        tx.rpush(queue, ...bodies);
+        sent = tx.exec().then((replies) => {
+          if (!replies) throw new Error('RedisBroker: the MULTI carrying a chunk of tasks was discarded');
+          const failed = replies.find(([error]) => error);
+          if (failed) throw failed[0];
+        });
       } else {
         sent = WRITE_THEN_PUSH.run(this.client, keys, [expiries.join(' '), values.join('\n'), bodies.join('\n')]);
       }

@@ -151,6 +151,27 @@ describe('a PENDING state carried with its task', () => {
     expect(uuids).toEqual(sigs.map((s) => s.UUID));
   });
 
+  it('when Redis refuses a SET of a newline chunk, the whole chunk is refused: no task shows without its state', async () => {
+    const user = `mts_noset_${randomUUID().slice(0, 8)}`;
+    await redis.call('ACL', 'SETUSER', user, 'on', '>pw', '~*', '&*', '+@all', '-set');
+    const u = new URL(url);
+    u.username = user;
+    u.password = 'pw';
+    const noSet = new RedisBroker({ url: u.toString(), defaultQueue: queue, keyPrefix });
+    try {
+      await redis.del(queue);
+      const sigs = [0, 1].map((i) => newSignature({ Name: 'noop', UUID: `noset_${randomUUID()}_${i}`, RoutingKey: queue }));
+      const values = ['plain', 'two\nlines'];
+      const sent = await Promise.allSettled(sigs.map((s, i) => noSet.publishAfterWrite(s, { store: noSet.store, key: s.UUID, value: values[i]!, expireSeconds: 60 })));
+      expect(sent.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+      expect(await redis.llen(queue)).toBe(0);
+      expect(await redis.mget(...sigs.map((s) => s.UUID))).toEqual([null, null]);
+    } finally {
+      await noSet.close();
+      await redis.call('ACL', 'DELUSER', user);
+    }
+  });
+
   it('a carried write with an expiry SET … EX cannot take is refused alone; its tick-mates go out whole', async () => {
     await redis.del(queue);
     const store = broker.store;
