@@ -75,8 +75,9 @@ class RunContext implements TaskContext {
   get signal(): AbortSignal {
     return (this.#controller ??= new AbortController()).signal;
   }
-  abort(reason: Error): void {
-    (this.#controller ??= new AbortController()).abort(reason);
+  /** Static, so a handler holding the context has no `abort` of its own to call. */
+  static abort(ctx: RunContext, reason: Error): void {
+    (ctx.#controller ??= new AbortController()).abort(reason);
   }
 }
 
@@ -321,7 +322,7 @@ export class Worker {
   ): Promise<Outcome> {
     const timeoutMs = this.#opts.taskTimeoutMs;
     const ctx = new RunContext(sig, delivery.deliveryCount);
-    const timer = timeoutMs > 0 ? setTimeout(() => ctx.abort(new TaskTimeoutError(timeoutMs)), timeoutMs) : undefined;
+    const timer = timeoutMs > 0 ? setTimeout(() => RunContext.abort(ctx, new TaskTimeoutError(timeoutMs)), timeoutMs) : undefined;
     const lease = this.#keepLeased(delivery);
     let value: unknown;
     let failure: { err: unknown } | undefined;
@@ -496,17 +497,19 @@ export class Worker {
     return { kind: 'retry-later', delayMs: Math.min(30_000, 100 * 2 ** (seen - 1)) };
   }
 
+  /** `err` is typed Error, but a hook or adapter may throw anything, `undefined` included. */
   #reportError(err: Error, sig?: Signature): void {
     const where = sig ? `${sig.Name} ${sig.UUID}: ` : '';
+    const error = err instanceof Error ? err : new Error(errorText(err));
     if (!this.#opts.onError) {
-      console.error(`[machinery-ts] ${where}${err.message}`);
+      console.error(`[machinery-ts] ${where}${error.message}`);
       return;
     }
     try {
-      this.#opts.onError(err, sig);
+      this.#opts.onError(error, sig);
     } catch (thrown) {
       // A throwing handler must not cost a worker slot or settle: both run after a report.
-      console.error(`[machinery-ts] onError threw (${(thrown as Error)?.message ?? String(thrown)}) reporting ${where}${err.message}`);
+      console.error(`[machinery-ts] onError threw (${errorText(thrown)}) reporting ${where}${error.message}`);
     }
   }
 }

@@ -91,6 +91,28 @@ describe('Worker', () => {
     }
   });
 
+  it('a hook that throws something that is not an Error is still reported, and the task runs on its retry', async () => {
+    const printed: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void printed.push(String(m)));
+    try {
+      let calls = 0;
+      const { server, worker } = await setup({
+        onError: undefined,
+        onPreTask: () => {
+          calls += 1;
+          if (calls === 1) throw undefined;
+        },
+      });
+      server.registerTask(add);
+      await worker.start();
+      const r = await server.sendTask({ Name: 'add', Args: [int(2), int(3)] });
+      expect(await r.get({ timeoutMs: 5000 })).toEqual([5n]);
+      expect(printed).toEqual(['[machinery-ts] Invoking task caused a panic']);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it('takes a handler\'s plain value, promise or foreign thenable alike, and a rejecting thenable fails the task', async () => {
     const { server, worker } = await setup();
     server.registerTask('plain', () => 'p');
