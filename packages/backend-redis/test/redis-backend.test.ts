@@ -21,15 +21,16 @@ afterAll(async () => {
 });
 
 describe('RedisBackend states', () => {
-  it('refuses an expiry that SET … EX cannot take, before it connects', () => {
-    for (const bad of [1.5, -5, Number.NaN]) {
+  it('refuses an expiry that SET … EX cannot take; 0 and none mean Go\'s 3600', async () => {
+    for (const bad of [1.5, -5, Number.NaN, Number.POSITIVE_INFINITY]) {
       expect(() => new RedisBackend({ url: 'redis://127.0.0.1:1', resultsExpireIn: bad })).toThrow(/resultsExpireIn must be whole seconds/);
     }
-    // 0 (and absent) is Go's 3600.
-    expect(backend.plainWrite({ taskUUID: 'x', taskName: 'n', state: 'PENDING' })?.expireSeconds).toBe(120);
-    const byDefault = new RedisBackend({ url: URL, resultsExpireIn: 0 });
-    expect(byDefault.plainWrite({ taskUUID: 'x', taskName: 'n', state: 'PENDING' })?.expireSeconds).toBe(3600);
-    return byDefault.close();
+    const expiry = (b: RedisBackend): number | undefined => b.plainWrite({ taskUUID: 'x', taskName: 'n', state: 'PENDING' })?.expireSeconds;
+    expect(expiry(backend)).toBe(120);
+    const zero = new RedisBackend({ url: URL, resultsExpireIn: 0 });
+    const absent = new RedisBackend({ url: URL });
+    expect([expiry(zero), expiry(absent)]).toEqual([3600, 3600]);
+    await Promise.all([zero.close(), absent.close()]);
   });
 
   it('writes the §13 SUCCESS document byte for byte after a Go PENDING document', async () => {
