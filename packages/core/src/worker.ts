@@ -187,8 +187,17 @@ export class Worker {
     const stopping = (this.#stopped ??= (async () => {
       await this.#subscription?.stop();
       const waiting = this.#waiting.splice(0);
-      // Requeue at the head in reverse so the queue keeps its order.
-      for (const d of waiting.reverse()) await d.settle({ kind: 'requeue' });
+      // Requeue at the head in reverse so the queue keeps its order. Once the broker refuses
+      // one (its server unreachable), the rest are not tried: like it, they stay the broker's
+      // and come back after its redelivery timeout, and a stop never waits on each in turn.
+      for (const d of waiting.reverse()) {
+        try {
+          await d.settle({ kind: 'requeue' });
+        } catch (err) {
+          this.#reportError(err as Error);
+          break;
+        }
+      }
     })());
     // Settles in flight are waited for either way: they are quick, and a lost ack means a rerun.
     const settled = async (): Promise<void> => {

@@ -294,6 +294,41 @@ describe('Worker', () => {
     expect(ran.sort()).toEqual([0, 1, 2, 3, 4]);
   });
 
+  it('a stop whose first requeue the broker refuses reports it, leaves the other prefetched ones to the broker and ends', async () => {
+    const { server, worker, errors, broker } = await setup({ concurrency: 1, readAhead: 3 });
+    const asked: string[] = [];
+    const consume = broker.consume.bind(broker);
+    broker.consume = (queue, options) =>
+      consume(queue, {
+        ...options,
+        onDelivery: (d) =>
+          options.onDelivery({
+            body: d.body,
+            queue: d.queue,
+            deliveryCount: d.deliveryCount,
+            settle: (o) => {
+              asked.push(o.kind);
+              return o.kind === 'requeue' ? Promise.reject(new Error('server unreachable')) : d.settle(o);
+            },
+          }),
+      });
+    let started = 0;
+    let release = (): void => {};
+    const gate = new Promise<void>((r) => (release = r));
+    server.registerTask('hold', () => {
+      started += 1;
+      return gate;
+    });
+    await worker.start();
+    for (let i = 0; i < 4; i++) await server.sendTask({ Name: 'hold' });
+    await vi.waitFor(() => expect(started).toBe(1));
+    await expect(worker.stop({ abandonRunning: true })).resolves.toBeUndefined();
+    // Before, the refusal rejected stop() and the two after it were never considered.
+    expect(asked).toEqual(['requeue']);
+    expect(errors).toEqual(['server unreachable']);
+    release();
+  });
+
   it('a settle that throws at once is reported, and stop() still ends', async () => {
     const { server, worker, errors, broker } = await setup();
     const consume = broker.consume.bind(broker);
