@@ -40,7 +40,11 @@ export interface RedisBrokerOptions {
   readonly reapIntervalMs?: number;
   /** Longest sleep of the delayed-task promoter between polls. @default 100 */
   readonly delayedPollMs?: number;
-  /** A publish still waiting for the connection after this long rejects. @default 10000 */
+  /**
+   * A publish still waiting for the connection after this long rejects. Also the most each Redis
+   * call of a stopping consumer and of `close()` waits: a shutdown must end while Redis is unreachable.
+   * @default 10000
+   */
   readonly publishTimeoutMs?: number;
   /** Key prefix of the at-least-once bookkeeping. @default 'machinery-ts:' */
   readonly keyPrefix?: string;
@@ -263,6 +267,17 @@ interface Settle {
   reject(error: Error): void;
 }
 
+/** Commands sent and not yet answered, with when to give up on them and what to say then. */
+interface Unanswered {
+  readonly deadline: number;
+  readonly done: readonly Settle[];
+  readonly what: string;
+  readonly consequence: string;
+}
+
+const PUBLISH_UNANSWERED = 'it may or may not have been stored';
+const HELD_UNANSWERED = "the consumer's messages come back to the queue once its lease lapses";
+
 const hasNewline = (s: string): boolean => s.includes('\n');
 
 /** Settles every caller whose message went out in `sent`, with its outcome. */
@@ -300,7 +315,7 @@ export class RedisBroker implements Broker {
    * ones: a timer and a `Promise.race` per publish were about 8 of the 60–70 µs of user CPU a
    * sender of one task at a time spent per send (median of 5 interleaved runs).
    */
-  readonly #unanswered = new Set<{ deadline: number; done: readonly Settle[] }>();
+  readonly #unanswered = new Set<Unanswered>();
   #watchdog: NodeJS.Timeout | undefined;
   #promoterRunning = false;
   #pushScheduled = false;
@@ -441,8 +456,7 @@ export class RedisBroker implements Broker {
     corkForTick(this.client.stream);
     // One connection applies its commands in order: the state lands before the task.
     const set = write && this.client.set(write.key, write.value, 'EX', write.expireSeconds);
-    const sent = Promise.all([set, this.client.zadd(this.delayedTasksKey, String(etaNs), body)]);
-    await new Promise<void>((resolve, reject) => this.#settleWithin([{ resolve, reject }], sent));
+    await this.within(Promise.all([set, this.client.zadd(this.delayedTasksKey, String(etaNs), body)]), 'publish', PUBLISH_UNANSWERED);
   }
 
   #flushPushes(): void {
@@ -484,17 +498,18 @@ export class RedisBroker implements Broker {
         sent = WRITE_THEN_PUSH.run(this.client, keys, [expiries.join(' '), values.join('\n'), bodies.join('\n')]);
       }
     }
-    this.#settleWithin(done, sent);
+    this.#settleWithin(done, sent, 'publish', PUBLISH_UNANSWERED);
   }
 
   /**
-   * Settles the callers whose messages went out in `sent` with its outcome, or rejects them
-   * once `publishTimeoutMs` has passed without one (ioredis holds commands while it reconnects).
+   * Settles the callers whose commands went out in `sent` with its outcome, or rejects them
+   * once `publishTimeoutMs` has passed without one (ioredis holds commands while it
+   * reconnects, for about 45 s with this broker's back-off before it gives up on them).
    */
-  #settleWithin(done: readonly Settle[], sent: Promise<unknown>): void {
-    const entry = { deadline: Date.now() + this.#publishTimeoutMs, done };
+  #settleWithin(done: readonly Settle[], sent: Promise<unknown>, what: string, consequence: string): void {
+    const entry: Unanswered = { deadline: Date.now() + this.#publishTimeoutMs, done, what, consequence };
     this.#unanswered.add(entry);
-    if (!this.#watchdog && !this.#closed) {
+    if (!this.#watchdog) {
       // Checks at a tenth of the timeout (at most every second): a publish is rejected at most
       // that much after its deadline.
       this.#watchdog = setInterval(() => this.#rejectOverdue(), Math.min(1000, Math.max(5, this.#publishTimeoutMs / 10)));
@@ -502,22 +517,39 @@ export class RedisBroker implements Broker {
     }
     sent.then(
       () => {
-        this.#unanswered.delete(entry);
+        this.#forget(entry);
         for (const d of done) d.resolve();
       },
       (e: unknown) => {
-        this.#unanswered.delete(entry);
+        this.#forget(entry);
         for (const d of done) d.reject(asError(e));
       },
     );
+  }
+
+  #forget(entry: Unanswered): void {
+    this.#unanswered.delete(entry);
+    // A closed broker keeps the interval only for what was still unanswered when it closed.
+    if (this.#closed && this.#unanswered.size === 0) {
+      clearInterval(this.#watchdog);
+      this.#watchdog = undefined;
+    }
+  }
+
+  /**
+   * @internal `sent`, or a rejection once `publishTimeoutMs` has passed without Redis answering:
+   * for the commands of a shutdown, which must end while Redis is unreachable.
+   */
+  within(sent: Promise<unknown>, what: string, consequence: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => this.#settleWithin([{ resolve, reject }], sent, what, consequence));
   }
 
   #rejectOverdue(): void {
     const now = Date.now();
     for (const entry of this.#unanswered) {
       if (entry.deadline > now) continue;
-      this.#unanswered.delete(entry);
-      const error = new Error(`RedisBroker: publish not confirmed within ${this.#publishTimeoutMs} ms (Redis unreachable?); it may or may not have been stored`);
+      this.#forget(entry);
+      const error = new Error(`RedisBroker: ${entry.what} not confirmed within ${this.#publishTimeoutMs} ms (Redis unreachable?); ${entry.consequence}`);
       // A reply that comes later settles nothing more: each caller's promise is already rejected.
       for (const d of entry.done) d.reject(error);
     }
@@ -627,8 +659,18 @@ export class RedisBroker implements Broker {
         : outcome.kind === 'retry-later'
           ? [this.delayedTasksKey, 'later', String((Date.now() + Math.max(0, outcome.delayMs)) * 1e6)]
           : [RedisBroker.deadLetterKey(sub.queue), 'dead', JSON.stringify({ reason: outcome.reason, queue: sub.queue, body })];
-    if (claimNo === undefined) await SETTLE.run(this.client, [store, target], [body, mode, extra]);
-    else await SETTLE_CLAIMED.run(this.client, [store, target], [claimNo, body, mode, extra]);
+    const sent =
+      claimNo === undefined
+        ? SETTLE.run(this.client, [store, target], [body, mode, extra])
+        : SETTLE_CLAIMED.run(this.client, [store, target], [claimNo, body, mode, extra]);
+    // A stopping consumer must be able to end while Redis is unreachable; the lease stands in
+    // for a settle Redis never saw. A running one waits: a lost ack would mean a rerun.
+    await (sub.stopping ? this.within(sent, `${outcome.kind} of a delivery`, HELD_UNANSWERED) : sent);
+  }
+
+  #settleAcks(sub: RedisSubscription, done: readonly Settle[], sent: Promise<unknown>): void {
+    if (sub.stopping) this.#settleWithin(done, sent, 'ack', HELD_UNANSWERED);
+    else settleAll(done, sent);
   }
 
   /**
@@ -659,27 +701,28 @@ export class RedisBroker implements Broker {
       if (!byNumber) {
         if (refill > 0) {
           const claimed = this.claimedKey(sub.consumerId);
-          settleAll(done, sub.claiming(refill, ACK_LIST_CLAIM.run(this.client, [store, sub.queue, claimed], [refill, ...members]) as Promise<string[]>));
+          this.#settleAcks(sub, done, sub.claiming(refill, ACK_LIST_CLAIM.run(this.client, [store, sub.queue, claimed], [refill, ...members]) as Promise<string[]>));
         } else {
-          settleAll(done, members.length === 1 ? this.client.lrem(store, 1, members[0] as string) : ACK.run(this.client, [store], members));
+          this.#settleAcks(sub, done, members.length === 1 ? this.client.lrem(store, 1, members[0] as string) : ACK.run(this.client, [store], members));
         }
         continue;
       }
       if (refill <= 0) {
-        settleAll(done, this.client.hdel(store, ...members));
+        this.#settleAcks(sub, done, this.client.hdel(store, ...members));
         continue;
       }
-      settleAll(done, sub.claiming(refill, ACK_CLAIM.run(this.client, [store, sub.queue], [refill, ...members]) as Promise<string[]>));
+      this.#settleAcks(sub, done, sub.claiming(refill, ACK_CLAIM.run(this.client, [store, sub.queue], [refill, ...members]) as Promise<string[]>));
     }
   }
 
   /** Gives a consumer's in-flight messages back to the head of its queue and drops its lease. */
   async release(sub: RedisSubscription): Promise<void> {
-    await RELEASE.run(
+    const sent = RELEASE.run(
       this.client,
       [this.claimedKey(sub.consumerId), this.inflightKey(sub.consumerId), sub.queue, this.leasesKey, this.consumersKey],
       [sub.consumerId],
     );
+    await this.within(sent, 'returning the in-flight messages of a stopped consumer', HELD_UNANSWERED);
   }
 
   get closed(): boolean {
@@ -698,14 +741,27 @@ export class RedisBroker implements Broker {
     // messages before the release below could hand them back to the queue (a rerun).
     if (this.#acks.size > 0) this.#flushAcks();
     // Unsettled deliveries go back to the queue head at once rather than after the lease.
-    await Promise.allSettled(subs.map((s) => s.abandon()));
+    const returned = await Promise.allSettled(subs.map((s) => s.abandon()));
     this.#subs.clear();
+    // Every step below waits at most publishTimeoutMs, and none once Redis has not answered one:
+    // a close must end while Redis is unreachable.
+    let answering = returned.every((r) => r.status === 'fulfilled');
     // A reaper turn this broker holds would keep every other broker from reaping until it
     // lapsed (up to 0.8 × this broker's reap interval, which may be far longer than theirs).
-    await DROP_REAPER_LOCK.run(this.client, [this.reaperLockKey], [this.#id]).catch(() => {});
-    if (this.#ownsClient) await this.client.quit().catch(() => this.client.disconnect());
+    if (answering) {
+      await this.within(DROP_REAPER_LOCK.run(this.client, [this.reaperLockKey], [this.#id]), 'dropping the reaper turn', 'it lapses by itself').catch(
+        () => (answering = false),
+      );
+    }
+    if (this.#ownsClient) {
+      if (answering) await this.within(this.client.quit(), 'quit', 'the connection is dropped').catch(() => this.client.disconnect());
+      else this.client.disconnect();
+    }
     // Last: a publish still waiting on a client handed in by the user keeps its deadline until now.
-    clearInterval(this.#watchdog);
+    if (this.#unanswered.size === 0) {
+      clearInterval(this.#watchdog);
+      this.#watchdog = undefined;
+    }
   }
 
   /**
@@ -721,6 +777,7 @@ export class RedisBroker implements Broker {
     this.#subs.clear();
     this.client.disconnect();
     clearInterval(this.#watchdog);
+    this.#watchdog = undefined;
   }
 }
 
@@ -747,6 +804,11 @@ class RedisSubscription implements Subscription {
 
   get holdsLease(): boolean {
     return !this.#released;
+  }
+
+  /** Whether `stop()` (or a kill) has begun: no more deliveries, and settles are bounded in time. */
+  get stopping(): boolean {
+    return this.#stopped;
   }
 
   /**
@@ -880,9 +942,10 @@ class RedisSubscription implements Subscription {
       this.#signal();
       // Interrupts a pending BLMOVE; anything it moved server-side is returned by the release.
       this.blocking.disconnect();
-      await this.#loop;
+      // The loop may be waiting for a claim's reply; what such a claim takes stays under the lease.
+      await this.broker.within(this.#loop, 'a claim', HELD_UNANSWERED).catch((e) => this.options.onError?.(asError(e)));
       this.onGone();
-      if (this.#outstanding.size === 0 && !this.broker.closed) await this.#release().catch(() => {});
+      if (this.#outstanding.size === 0 && !this.broker.closed) await this.#release().catch((e) => this.options.onError?.(asError(e)));
     })();
     return this.#stopping;
   }
@@ -892,7 +955,10 @@ class RedisSubscription implements Subscription {
     for (const d of this.#outstanding) d.markSettled();
     this.#outstanding.clear();
     this.#released = true;
-    await this.broker.release(this);
+    await this.broker.release(this).catch((e: unknown) => {
+      this.options.onError?.(asError(e));
+      throw e;
+    });
   }
 
   kill(): void {

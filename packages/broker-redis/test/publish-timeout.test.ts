@@ -36,6 +36,13 @@ describe('RedisBroker publish timeout', () => {
     }
   });
 
+  it('close() on a Redis that never answered ends after at most publishTimeoutMs (it took ~45 s, ioredis giving up on each call)', async () => {
+    const broker = new RedisBroker({ url: `redis://127.0.0.1:${await deadPort()}`, defaultQueue: 'nowhere', publishTimeoutMs: 300 });
+    const sent = broker.publish(newSignature({ Name: 'a', UUID: 'c1' })).catch((e: unknown) => String(e));
+    await broker.close();
+    expect(await sent).toMatch(/not confirmed within 300 ms/);
+  }, 10_000);
+
   it('leaves answered publishes alone: a broker that sent them long ago still resolves the next one', async () => {
     const broker = new RedisBroker({ url, defaultQueue: queue, publishTimeoutMs: 100 });
     try {

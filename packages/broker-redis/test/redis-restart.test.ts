@@ -123,3 +123,54 @@ describe('Redis restarted (AOF on) in the middle of 5,000 tasks', () => {
     await Promise.all([producer.close(), workerServer.close()]);
   }, 240_000);
 });
+
+describe('Redis gone when a worker shuts down', () => {
+  const names = uniqueNames('outage_stop');
+  const held = Array.from({ length: 4 }, () => newTaskUUID());
+  afterAll(async () => {
+    await redis6391('start');
+    await deleteKeys(redis, [names.queue, names.delayedTasksKey, ...held], names.keyPrefix);
+  }, 90_000);
+
+  it('stop({ abandonRunning: true }) and close() end within publishTimeoutMs, not at ioredis retry limit; the held tasks run once Redis is back', async () => {
+    await redis6391('start');
+    const make = (): Server =>
+      new Server({
+        defaultQueue: names.queue,
+        broker: new RedisBroker({ url, ...names, defaultQueue: names.queue, leaseMs: 2000, publishTimeoutMs: 1000 }),
+        backend: new RedisBackend({ url, resultsExpireIn: 600 }),
+      });
+    const first = make();
+    let started = 0;
+    // Never finishes on the first worker: it is running when Redis goes.
+    first.registerTask('hold', () => {
+      started += 1;
+      return new Promise(() => {});
+    });
+    for (const UUID of held) await first.sendTask(newSignature({ UUID, Name: 'hold' }));
+    const errors: string[] = [];
+    const worker = first.newWorker({ concurrency: 1, readAhead: 3, handleSignals: false, onError: (e) => errors.push(e.message) });
+    await worker.start();
+    // One running, three prefetched.
+    for (let waited = 0; (started === 0 || (await redis.llen(names.queue)) > 0) && waited < 10_000; waited += 50) await sleep(50);
+    expect(started).toBe(1);
+
+    await redis6391('stop');
+    // Bounded by the test's own timeout: before, each Redis call of the shutdown waited for
+    // ioredis to give up on it (about 45 s per call with the broker's reconnect back-off).
+    await worker.stop({ abandonRunning: true });
+    await first.close();
+    // The first requeue is reported; the two after it are left to the lease, not tried in turn.
+    expect(errors).toEqual([expect.stringMatching(/^RedisBroker: requeue of a delivery not confirmed within 1000 ms .*come back to the queue once its lease lapses$/)]);
+
+    await redis6391('start');
+    const second = make();
+    second.registerTask('hold', () => 'done');
+    const again = second.newWorker({ concurrency: 4, handleSignals: false });
+    await again.start();
+    // The first worker's lease lapses, and the reaper of the second gives the four back.
+    expect(await waitAllSuccess(redis, held, 30_000)).toBe(held.length);
+    await again.stop();
+    await second.close();
+  }, 40_000);
+});
