@@ -6,6 +6,8 @@ import {
   Server,
   TaskFailedError,
   type Worker,
+  type Delivery,
+  type Outcome,
   arg,
   chain,
   chord,
@@ -35,6 +37,17 @@ async function setup(workerOptions: Parameters<Server['newWorker']>[0] = {}) {
   servers.push(server);
   workers.push(worker);
   return { server, worker, errors, broker: server.broker as MemoryBroker };
+}
+
+/** Makes the worker see `settle` in place of each delivery's own (which `settle` may still call). */
+function replaceSettle(broker: MemoryBroker, settle: (delivery: Delivery, outcome: Outcome) => void | Promise<void>): void {
+  const consume = broker.consume.bind(broker);
+  broker.consume = (queue, options) =>
+    consume(queue, {
+      ...options,
+      onDelivery: (d) =>
+        options.onDelivery({ body: d.body, queue: d.queue, deliveryCount: d.deliveryCount, settle: (o) => settle(d, o) as Promise<void> }),
+    });
 }
 
 const add = defineTask({ name: 'add', args: ['int64', 'int64'], results: ['int64'], run: ([a, b]) => a + b });
@@ -297,21 +310,10 @@ describe('Worker', () => {
   it('a stop whose first requeue the broker refuses reports it, leaves the other prefetched ones to the broker and ends', async () => {
     const { server, worker, errors, broker } = await setup({ concurrency: 1, readAhead: 3 });
     const asked: string[] = [];
-    const consume = broker.consume.bind(broker);
-    broker.consume = (queue, options) =>
-      consume(queue, {
-        ...options,
-        onDelivery: (d) =>
-          options.onDelivery({
-            body: d.body,
-            queue: d.queue,
-            deliveryCount: d.deliveryCount,
-            settle: (o) => {
-              asked.push(o.kind);
-              return o.kind === 'requeue' ? Promise.reject(new Error('server unreachable')) : d.settle(o);
-            },
-          }),
-      });
+    replaceSettle(broker, (d, o) => {
+      asked.push(o.kind);
+      return o.kind === 'requeue' ? Promise.reject(new Error('server unreachable')) : d.settle(o);
+    });
     let started = 0;
     let release = (): void => {};
     const gate = new Promise<void>((r) => (release = r));
@@ -331,20 +333,9 @@ describe('Worker', () => {
 
   it('a settle that throws at once is reported, and stop() still ends', async () => {
     const { server, worker, errors, broker } = await setup();
-    const consume = broker.consume.bind(broker);
-    broker.consume = (queue, options) =>
-      consume(queue, {
-        ...options,
-        onDelivery: (d) =>
-          options.onDelivery({
-            body: d.body,
-            queue: d.queue,
-            deliveryCount: d.deliveryCount,
-            settle: () => {
-              throw new Error('settle threw synchronously');
-            },
-          }),
-      });
+    replaceSettle(broker, () => {
+      throw new Error('settle threw synchronously');
+    });
     server.registerTask(add);
     await worker.start();
     const r = await server.sendTask(call(add, 1n, 2n));
@@ -485,18 +476,8 @@ describe('Worker slots and prefetch', () => {
     const started: number[] = [];
     server.registerTask('step', ([n]) => void started.push(Number(n)));
     const releases: (() => void)[] = [];
-    const consume = broker.consume.bind(broker);
-    broker.consume = async (queue, options) =>
-      consume(queue, {
-        ...options,
-        onDelivery: (d) => {
-          const settle = d.settle.bind(d);
-          // Acks that take until the test lets them through.
-          options.onDelivery(Object.assign(Object.create(d) as typeof d, {
-            settle: (o: Parameters<typeof settle>[0]) => new Promise<void>((r) => releases.push(r)).then(() => settle(o)),
-          }));
-        },
-      });
+    // Acks that take until the test lets them through.
+    replaceSettle(broker, (d, o) => new Promise<void>((r) => releases.push(r)).then(() => d.settle(o)));
     await server.sendTask({ Name: 'step', Args: [int(1)] });
     await server.sendTask({ Name: 'step', Args: [int(2)] });
     await worker.start();
