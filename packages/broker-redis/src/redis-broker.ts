@@ -344,7 +344,12 @@ export class RedisBroker implements Broker {
     // hash under a live lease until the consumer stops. After each reconnect they go back.
     let connectedBefore = this.client.status === 'ready';
     this.client.on('ready', () => {
-      if (connectedBefore) for (const s of this.#subs) void s.returnStranded().catch((e) => this.#report(asError(e)));
+      if (connectedBefore) {
+        for (const s of this.#subs) {
+          void s.returnStranded().catch((e) => this.#report(asError(e)));
+          void s.resettle().catch((e) => this.#report(asError(e)));
+        }
+      }
       connectedBefore = true;
     });
   }
@@ -599,6 +604,9 @@ export class RedisBroker implements Broker {
     const args: (string | number)[] = [this.leaseMs];
     for (const s of this.#subs) if (s.holdsLease) args.push(s.consumerId, s.queue);
     if (args.length > 1) await HEARTBEAT.run(this.client, [this.leasesKey, this.consumersKey], args);
+    // A settle that failed without a reconnect (a refused command) is tried again here too;
+    // not awaited, so a slow one never holds back the next heartbeat.
+    for (const s of this.#subs) void s.resettle().catch((e) => this.#report(asError(e)));
   }
 
   /** Returns the in-flight messages of consumers whose lease expired. Runs on a timer; public for tests. */
@@ -785,6 +793,9 @@ class RedisSubscription implements Subscription {
   #stopped = false;
   #loop: Promise<void> = Promise.resolve();
   #outstanding = new Set<RedisDelivery>();
+  /** Deliveries whose settle Redis did not record, with the outcome to send again. */
+  readonly #unrecorded = new Map<RedisDelivery, Outcome>();
+  #resettling = false;
   /** Slots asked for by claims still waiting for their reply. */
   #claiming = 0;
   /** Those claims themselves (settling once their reply is in), for `returnStranded`. */
@@ -919,10 +930,57 @@ class RedisSubscription implements Subscription {
     this.options.onDelivery(d);
   }
 
-  /** @internal */
+  /**
+   * @internal Records the outcome. On failure the delivery stays outstanding, its message in
+   * flight under a lease this consumer's heartbeat keeps renewing: no reaper would ever return
+   * it, and it would hold a prefetch slot for good. So a failed settle of a running consumer is
+   * sent again after each reconnect and on each heartbeat until Redis records it (the settles
+   * only act on a message still in flight, so a repeat is harmless); the caller still hears of
+   * the failure.
+   */
   async settled(d: RedisDelivery, outcome: Outcome): Promise<void> {
-    // On failure the delivery stays outstanding (and in flight, under the lease) so the caller may retry.
-    await this.broker.settle(this, d.body, d.claimNo, outcome);
+    try {
+      await this.broker.settle(this, d.body, d.claimNo, outcome);
+    } catch (error) {
+      if (!this.#stopped && !this.broker.closed) this.#unrecorded.set(d, outcome);
+      throw error;
+    }
+    await this.#recorded(d);
+  }
+
+  /** Whether a failed settle of `d` will be sent again by this subscription. */
+  retries(d: RedisDelivery): boolean {
+    return this.#unrecorded.has(d);
+  }
+
+  /**
+   * Sends again the settles Redis did not record, keeping those it still does not for next
+   * time; rejects with the first failure. `stopping`: the last attempt, made by `stop()`
+   * (bounded in time there).
+   */
+  async resettle(stopping = false): Promise<void> {
+    if (this.#resettling || this.#unrecorded.size === 0) return;
+    this.#resettling = true;
+    let failure: { error: unknown } | undefined;
+    try {
+      for (const [d, outcome] of [...this.#unrecorded]) {
+        if ((this.#stopped && !stopping) || this.broker.closed) break;
+        try {
+          await this.broker.settle(this, d.body, d.claimNo, outcome);
+        } catch (error) {
+          failure ??= { error };
+          continue;
+        }
+        this.#unrecorded.delete(d);
+        await this.#recorded(d);
+      }
+    } finally {
+      this.#resettling = false;
+    }
+    if (failure) throw failure.error;
+  }
+
+  async #recorded(d: RedisDelivery): Promise<void> {
     this.#outstanding.delete(d);
     this.#signal();
     if (this.#stopped && this.#outstanding.size === 0 && !this.broker.closed) {
@@ -945,6 +1003,9 @@ class RedisSubscription implements Subscription {
       // The loop may be waiting for a claim's reply; what such a claim takes stays under the lease.
       await this.broker.within(this.#loop, 'a claim', HELD_UNANSWERED).catch((e) => this.options.onError?.(asError(e)));
       this.onGone();
+      // A settle that was never recorded gets one more try, or its finished task would run again
+      // once the release below (or the lease) hands its message back.
+      await this.resettle(true).catch((e) => this.options.onError?.(asError(e)));
       if (this.#outstanding.size === 0 && !this.broker.closed) await this.#release().catch((e) => this.options.onError?.(asError(e)));
     })();
     return this.#stopping;
@@ -995,8 +1056,9 @@ class RedisDelivery implements Delivery {
     try {
       await this.sub.settled(this, outcome);
     } catch (error) {
-      // Not recorded by Redis: the message is still in flight; a later settle may try again.
-      if (!this.sub.broker.closed) this.#settled = false;
+      // Not recorded by Redis: the message is still in flight. The subscription sends this
+      // outcome again itself while it runs; otherwise a later settle may try again.
+      if (!this.sub.broker.closed && !this.sub.retries(this)) this.#settled = false;
       throw error;
     }
   }

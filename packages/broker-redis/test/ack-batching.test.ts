@@ -216,3 +216,72 @@ describe('RedisBroker at a trickle', () => {
     await redis.del(q);
   });
 });
+
+/**
+ * Runs `settle` with the first script on consumer `tag`'s in-flight keys (its ack) refused, as
+ * Redis would refuse a command, and checks that the settle rejected because of it.
+ */
+async function refuseOnce(own: RedisBroker, tag: string, settle: () => Promise<void> | undefined): Promise<void> {
+  const client = own.client;
+  const evalsha = client.evalsha.bind(client);
+  const onInflight = new RegExp(`(claimed|inflight):${tag}:`);
+  let refused = 0;
+  client.evalsha = ((...args: unknown[]) => {
+    if (refused === 0 && args.some((a) => onInflight.test(String(a)))) {
+      refused += 1;
+      return Promise.reject(new Error('refused for the test'));
+    }
+    return (evalsha as (...x: unknown[]) => Promise<unknown>)(...args);
+  }) as typeof evalsha;
+  await expect(settle()).rejects.toThrow('refused for the test');
+  expect(refused).toBe(1);
+}
+
+describe('RedisBroker: an ack Redis refuses', () => {
+  it('is sent again on the next heartbeat, so the message leaves the in-flight list and the prefetch slot comes back', async () => {
+    const q = `${queue}_refused`;
+    const own = new RedisBroker({ url, defaultQueue: q, keyPrefix, leaseMs: 600 });
+    const errors: string[] = [];
+    const c = collectDeliveries();
+    try {
+      await own.publish(newSignature({ Name: 'noop', UUID: 'r1', RoutingKey: q }));
+      const sub = await own.consume(q, { prefetch: 1, onDelivery: c.onDelivery, onError: (e) => errors.push(e.message), consumerTag: 'refused' });
+      await c.until(1);
+      await refuseOnce(own, 'refused', () => c.got[0]?.settle({ kind: 'ack' }));
+      // Prefetch 1: the next message comes only once the refused ack has been recorded.
+      await own.publish(newSignature({ Name: 'noop', UUID: 'r2', RoutingKey: q }));
+      await c.until(2);
+      // r1 is held nowhere any more (it was claimed into the hash; the blocking list is checked too).
+      const held: string[] = [];
+      for (const k of await redis.keys(`${keyPrefix}claimed:refused:*`)) held.push(...Object.values(await redis.hgetall(k)));
+      for (const k of await redis.keys(`${keyPrefix}inflight:refused:*`)) held.push(...(await redis.lrange(k, 0, -1)));
+      expect(held.filter((b) => b.includes('"r1"'))).toEqual([]);
+      expect(held.filter((b) => b.includes('"r2"'))).toHaveLength(1);
+      await c.got[1]?.settle({ kind: 'ack' });
+      await sub.stop();
+    } finally {
+      await own.close();
+      await redis.del(q);
+    }
+  });
+
+  it('gets one more try when the consumer stops, so the release does not hand the finished message back', async () => {
+    const q = `${queue}_refused_stop`;
+    // A long lease: no heartbeat comes before the stop.
+    const own = new RedisBroker({ url, defaultQueue: q, keyPrefix, leaseMs: 60_000 });
+    const c = collectDeliveries();
+    try {
+      await own.publish(newSignature({ Name: 'noop', UUID: 's1', RoutingKey: q }));
+      const sub = await own.consume(q, { prefetch: 1, onDelivery: c.onDelivery, onError: () => {}, consumerTag: 'refusedstop' });
+      await c.until(1);
+      await refuseOnce(own, 'refusedstop', () => c.got[0]?.settle({ kind: 'ack' }));
+      await sub.stop();
+      // Recorded at the stop: nothing went back to the queue, nothing is left in flight.
+      expect(await redis.llen(q)).toBe(0);
+      for (const k of await redis.keys(`${keyPrefix}claimed:refusedstop:*`)) expect(await redis.hkeys(k)).toEqual(['#']);
+    } finally {
+      await own.close();
+      await redis.del(q);
+    }
+  });
+});

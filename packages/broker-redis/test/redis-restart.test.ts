@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { RedisBackend } from '@machinery-ts/backend-redis';
-import { Server, arg, newSignature, newTaskUUID } from '@machinery-ts/core';
+import { NullBackend, Server, arg, newSignature, newTaskUUID } from '@machinery-ts/core';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisBroker } from '../src/index.js';
@@ -124,13 +124,19 @@ describe('Redis restarted (AOF on) in the middle of 5,000 tasks', () => {
   }, 240_000);
 });
 
-describe('Redis gone when a worker shuts down', () => {
-  const names = uniqueNames('outage_stop');
-  const held = Array.from({ length: 4 }, () => newTaskUUID());
+/** Names of its own for a test that stops Redis, and the clean-up after it (Redis started again first). */
+function outageBed(tag: string, uuids: readonly string[]): ReturnType<typeof uniqueNames> {
+  const names = uniqueNames(tag);
   afterAll(async () => {
     await redis6391('start');
-    await deleteKeys(redis, [names.queue, names.delayedTasksKey, ...held], names.keyPrefix);
+    await deleteKeys(redis, [names.queue, names.delayedTasksKey, ...uuids], names.keyPrefix);
   }, 90_000);
+  return names;
+}
+
+describe('Redis gone when a worker shuts down', () => {
+  const held = Array.from({ length: 4 }, () => newTaskUUID());
+  const names = outageBed('outage_stop', held);
 
   it('stop({ abandonRunning: true }) and close() end within publishTimeoutMs, not at ioredis retry limit; the held tasks run once Redis is back', async () => {
     await redis6391('start');
@@ -173,4 +179,55 @@ describe('Redis gone when a worker shuts down', () => {
     await again.stop();
     await second.close();
   }, 40_000);
+});
+
+describe('an ack Redis refused while it was down', () => {
+  const uuids = [newTaskUUID(), newTaskUUID()];
+  const names = outageBed('outage_ack', uuids);
+
+  it('is sent again once Redis is back: the message leaves the in-flight list and its prefetch slot is free for the next task', async () => {
+    await redis6391('start');
+    // A client that gives up on a command after one failed reconnect, as ioredis's own does
+    // after twenty (about 42 s with this back-off): the ack fails while Redis is down.
+    const client = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => 200 });
+    client.on('error', () => {});
+    const server = new Server({
+      defaultQueue: names.queue,
+      broker: new RedisBroker({ client, ...names, defaultQueue: names.queue, leaseMs: 60_000 }),
+      backend: new NullBackend(),
+    });
+    let release = (): void => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const ran: string[] = [];
+    server.registerTask('step', async (_args, { signature }) => {
+      ran.push(signature.UUID);
+      if (ran.length === 1) await gate;
+    });
+    const errors: string[] = [];
+    // Prefetch 1: a slot lost to an ack that is never retried stops the worker for good.
+    const worker = server.newWorker({ concurrency: 1, readAhead: 0, handleSignals: false, onError: (e) => errors.push(e.message) });
+    await worker.start();
+    await server.sendTask(newSignature({ UUID: uuids[0] as string, Name: 'step' }));
+    for (let waited = 0; ran.length === 0 && waited < 10_000; waited += 50) await sleep(50);
+    await redis6391('stop');
+    release(); // the task ends; its ack goes to a Redis that is not there
+    for (let waited = 0; errors.length === 0 && waited < 10_000; waited += 50) await sleep(50);
+    expect(errors.length).toBeGreaterThan(0);
+    await redis6391('start');
+
+    await server.sendTask(newSignature({ UUID: uuids[1] as string, Name: 'step' }));
+    for (let waited = 0; ran.length < 2 && waited < 15_000; waited += 100) await sleep(100);
+    expect(ran).toEqual(uuids);
+    const inflight = async (): Promise<number> => {
+      let n = 0;
+      for (const k of await redis.keys(`${names.keyPrefix}inflight:*`)) n += await redis.llen(k);
+      for (const k of await redis.keys(`${names.keyPrefix}claimed:*`)) n += (await redis.hkeys(k)).filter((f) => f !== '#').length;
+      return n;
+    };
+    for (let waited = 0; (await inflight()) > 0 && waited < 5000; waited += 100) await sleep(100);
+    expect(await inflight()).toBe(0);
+    await worker.stop();
+    await server.close();
+    await client.quit();
+  }, 60_000);
 });
