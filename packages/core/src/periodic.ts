@@ -38,7 +38,7 @@ export interface SchedulerOptions {
    * Either mode makes one attempt per tick. Go's `LockWithRetries` tries `retries + 1` times back
    * to back; its retries only help with the gap between its `SETNX` and its `GET`, which the
    * lock's atomic step does not have. A lock that throws (store unreachable) skips the tick and
-   * reports to `onError`.
+   * reports to `onError`; so does a claim answered only after the next tick was due.
    */
   readonly lockMode?: 'fire-time' | 'go';
   /**
@@ -259,6 +259,15 @@ export class Scheduler {
   async #tick(entry: Entry, fireAt: number): Promise<void> {
     try {
       if (!(await this.#claim(entry, fireAt))) return;
+      // A claim answered only once the next tick was due (the lock's store slow, or back from an
+      // outage during which every tick's claim waited) is not sent: the next tick stands for it,
+      // where sending would fire every tick of the outage at once.
+      const next = entry.schedule.next(fireAt);
+      const now = Date.now();
+      if (next !== null && now >= next) {
+        const at = new Date(fireAt).toISOString();
+        throw new Error(`tick of ${at} skipped: claimed ${now - fireAt} ms late, after the next tick was due (lock store slow or unreachable?)`);
+      }
       await entry.send();
     } catch (err) {
       this.#onError(err, entry.name);

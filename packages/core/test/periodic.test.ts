@@ -226,3 +226,44 @@ describe("Scheduler in lockMode 'go'", () => {
     await server.close();
   });
 });
+
+describe('Scheduler with a slow lock', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('skips, and reports, a tick whose lock answered only after the next tick was due: a store back from an outage sends no burst of stale ticks', async () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1, 0, 0, 0, 500) });
+    // A store that holds every claim until it is back, as ioredis holds commands through reconnects.
+    let back = (): void => {};
+    const outage = new Promise<void>((r) => (back = r));
+    const leases = new Map<string, { token: string; expiresAt: number }>();
+    const memory = new MemoryLock({ leases });
+    const lock: Lock = {
+      acquire: async (key, ttlMs) => {
+        await outage;
+        return memory.acquire(key, ttlMs);
+      },
+      release: (key, token) => memory.release(key, token),
+      close: async () => {},
+    };
+    const errors: string[] = [];
+    const { server, published } = countingServer(lock);
+    const scheduler = new Scheduler(server, { onError: (err) => errors.push(String(err)) });
+    scheduler.registerPeriodicTask('@every 1s', 'job', newSignature({ Name: 'add' }));
+    // Ticks at 1 s, 2 s and 3 s wait on the store; it answers at 3.5 s.
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(published).toHaveLength(0);
+    back();
+    await vi.advanceTimersByTimeAsync(0);
+    // Only the 3 s tick is still current; before, all three went out at once.
+    expect(published).toHaveLength(1);
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toMatch(/tick of 2026-01-01T00:00:01.000Z skipped: claimed 2500 ms late, after the next tick was due/);
+    // Back to normal: the 4 s tick fires on time.
+    await vi.advanceTimersByTimeAsync(600);
+    expect(published).toHaveLength(2);
+    await scheduler.stop();
+    await server.close();
+  });
+});
