@@ -2,7 +2,11 @@ import { ReflectArgsError, UnrecoverableError } from './errors.js';
 import { type GoType, type GoValue, toWire } from './message/reflect.js';
 import { type Signature, type SignatureInit, copySignature, newSignature } from './message/signature.js';
 
-/** What a running task can see: its own signature and a signal that fires at its deadline. */
+/**
+ * What a running task can see: its own signature and a signal that fires at its deadline.
+ * `signal` is made on first read (most tasks never read it), so it is not an own property:
+ * pass the context on as it is, or read `signal` from it; a spread copy (`{ ...ctx }`) has none.
+ */
 export interface TaskContext {
   readonly signature: Signature;
   readonly signal: AbortSignal;

@@ -344,6 +344,23 @@ describe('Worker', () => {
     await expect(Promise.race([worker.stop({ abandonRunning: true }).then(() => 'stopped'), new Promise((r2) => setTimeout(() => r2('hung'), 2000))])).resolves.toBe('stopped');
   });
 
+  it('the context destructures: signal (made on first read), attempt and signature', async () => {
+    const { server, worker } = await setup({ taskTimeoutMs: 100 });
+    let seen: { aborted: boolean; attempt: number; name: string } | undefined;
+    server.registerTask('hang', (_args, { signal, attempt, signature }) =>
+      new Promise((res) =>
+        signal.addEventListener('abort', () => {
+          seen = { aborted: signal.aborted, attempt, name: signature.Name };
+          res(undefined);
+        }),
+      ),
+    );
+    await worker.start();
+    const r = await server.sendTask({ Name: 'hang' });
+    await expect(r.get({ timeoutMs: 2000 })).rejects.toThrow('Task timed out after 100 ms');
+    expect(seen).toEqual({ aborted: true, attempt: 1, name: 'hang' });
+  });
+
   it('a task timeout aborts the signal and fails (or retries) with a timeout error', async () => {
     const { server, worker } = await setup({ taskTimeoutMs: 100 });
     let aborted = false;
