@@ -30,6 +30,10 @@ import type { PlainWrite } from './backend.js';
  * 6. **Settling is final and idempotent.** Each delivery is settled once with an `Outcome`;
  *    a second settle of the same delivery is ignored. `settle` resolves when the transport
  *    has recorded the outcome (the message deleted, requeued, delayed or dead-lettered).
+ *    A rejected settle strands nothing for the life of the process: either the transport
+ *    gives the message back by itself (AMQP on a closed channel, SQS at the end of the
+ *    visibility timeout), or the adapter records the outcome later on its own (Redis, whose
+ *    consumer heartbeat would otherwise keep the message leased and its prefetch slot taken).
  * 7. **Reconnection.** A lost connection is re-established by the adapter itself with a
  *    capped, jittered back-off; a publish during the outage waits (up to the adapter's
  *    `publishTimeoutMs`) and then succeeds or rejects with a clear error — never a silent drop.
