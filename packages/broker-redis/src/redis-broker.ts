@@ -311,9 +311,10 @@ export class RedisBroker implements Broker {
   readonly #acks = new Map<string, { sub: RedisSubscription; members: string[]; byNumber: boolean; done: Settle[] }>();
   readonly #pushes = new Map<string, { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }>();
   /**
-   * Publishes sent and not yet answered, with their deadlines. One interval rejects the overdue
-   * ones: a timer and a `Promise.race` per publish were about 8 of the 60–70 µs of user CPU a
-   * sender of one task at a time spent per send (median of 5 interleaved runs).
+   * Commands sent and not yet answered (publishes, and the Redis calls of a stopping consumer or
+   * of `close()`), with their deadlines. One interval rejects the overdue ones: a timer and a
+   * `Promise.race` per publish were about 8 of the 60–70 µs of user CPU a sender of one task at
+   * a time spent per send (median of 5 interleaved runs).
    */
   readonly #unanswered = new Set<Unanswered>();
   #watchdog: NodeJS.Timeout | undefined;
