@@ -369,6 +369,10 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
   Redis server above (what a user wanting durable results next to a durable queue would run; more work per task
   than raw amqplib does), and with **NullBackend**, which stores nothing — the same durability as raw amqplib, whose
   completion count lives in the worker process, as machinery-ts's does in that run.
+  **raw amqplib, Go's message and exchange** is the same raw client sending what machinery-ts has to send: Go's task
+  message as the body (about 470 bytes against 14; wire compatibility fixes it), the properties Go sets, through a
+  direct exchange bound to the queue. The ratio against it is machinery-ts's own overhead; the ratio against plain
+  raw amqplib adds what the message and the exchange cost RabbitMQ.
 `;
 }
 

@@ -9,7 +9,9 @@ await ch.assertQueue(queue, { durable: true });
 await ch.prefetch(workerConcurrency());
 await ch.consume(queue, (msg) => {
   if (msg === null) return;
-  const { a, b } = JSON.parse(msg.content.toString()) as { a: number; b: number };
+  // Either body the producer sends: {a, b}, or Go's task message (amqp.ts, `go`).
+  const m = JSON.parse(msg.content.toString()) as { a: number; b: number } | { Args: [{ Value: number }, { Value: number }] };
+  const [a, b] = 'Args' in m ? [m.Args[0].Value, m.Args[1].Value] : [m.a, m.b];
   track(a);
   add(a, b);
   ch.ack(msg);
