@@ -3,7 +3,8 @@
 # workspace, starts the servers (scripts/services.sh), passes arguments on:
 #   (none)            full run, Redis and RabbitMQ cases → BENCHMARKS.md + bench/results/latest.json
 #   --quick           short run (< 2 min) → bench/results/quick.{md,json}
-#   --n N --rounds R --latency L --systems machinery,bullmq,bee,raw,machinery-amqp,amqplib
+#   --n N --rounds R --latency L --warmup W
+#   --systems machinery,machinery-lean,bullmq,bee,raw,machinery-amqp,machinery-amqp-null,amqplib,amqplib-go
 #                     narrower runs → bench/results/partial.{md,json}
 #   --soak            adds the worker-memory soak, 1M tasks (minutes); --soak-only runs just that,
 #                     --soak-n N shortens it (→ partial)

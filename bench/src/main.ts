@@ -21,6 +21,12 @@ const quick = flag('--quick');
 const N = Number(option('--n') ?? (quick ? 2000 : 20000));
 const ROUNDS = Number(option('--rounds') ?? (quick ? 1 : 5));
 const LAT = Number(option('--latency') ?? (quick ? 200 : 1000));
+/**
+ * Unmeasured round trips before the latency samples. V8 optimises a function only after it
+ * has run often, on threads that share the two cores with the round trip: after 10, each
+ * system's result-waiting path was still being compiled while it was measured.
+ */
+const WARMUP = Number(option('--warmup') ?? (quick ? 300 : 2000));
 // --quick leaves out concurrency 1 and sends a quarter as many one at a time: it has to fit in 2 minutes.
 const CONCURRENCIES = quick ? [10, 100] : [1, 10, 100];
 const N_ONE = quick ? Math.ceil(N / 4) : N;
@@ -32,7 +38,7 @@ const SOAK_N = Number(option('--soak-n') ?? 1_000_000);
 const ALL = [...SYSTEMS, ...AMQP_SYSTEMS];
 const systems = soakOnly ? [] : only ? ALL.filter((s) => only.includes(s.id)) : ALL;
 // BENCHMARKS.md holds full runs only; anything shorter or narrower goes to bench/results.
-const narrowed = Boolean(only) || soakOnly || ['--n', '--rounds', '--latency', '--soak-n'].some((o) => option(o) !== undefined);
+const narrowed = Boolean(only) || soakOnly || ['--n', '--rounds', '--latency', '--warmup', '--soak-n'].some((o) => option(o) !== undefined);
 const OUTPUT = narrowed ? 'partial' : quick ? 'quick' : 'latest';
 
 const admin = new Redis(benchUrl());
@@ -238,7 +244,7 @@ async function latency(sys: System, worker: WorkerProcess): Promise<void> {
   let lp: Producer | undefined;
   try {
     lp = await sys.open(runOf(sys));
-    for (let i = 0; i < 10; i++) await lp.roundTrip!(); // warm-up
+    for (let i = 0; i < WARMUP; i++) await lp.roundTrip!();
     const times: number[] = [];
     const s0 = await sample(worker);
     for (let i = 0; i < LAT; i++) {
@@ -344,7 +350,7 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
   none failed as the store shows, and that the worker ran exactly N tasks, none of them twice (it counts each
   task index it runs).
 - **Latency** (Redis): sequential send → awaited result on the concurrency-10 worker (after its end-to-end run, from a
-  fresh producer), after 10 warm-ups: machinery-ts
+  fresh producer), after ${WARMUP} unmeasured round trips (so that V8 has optimised each system's code path first): machinery-ts
   \`AsyncResult.get()\` (RedisBackend wakes on the state's pub/sub channel), BullMQ \`job.waitUntilFinished(QueueEvents)\`,
   bee-queue the job's \`succeeded\` event, raw \`BLPOP\` on a per-task result list.
   bee-queue subscribes a job to its events only after \`save()\` resolves, so when its worker finishes first the
@@ -378,7 +384,7 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
 
 const started = new Date();
 const t0 = performance.now();
-console.log(`bench: N=${N}, rounds=${ROUNDS}, latency samples=${LAT}, systems=${systems.map((s) => s.id).join(',') || 'none'}${soak ? `, soak ${SOAK_N}` : ''}`);
+console.log(`bench: N=${N}, rounds=${ROUNDS}, latency samples=${LAT} after ${WARMUP} warm-ups, systems=${systems.map((s) => s.id).join(',') || 'none'}${soak ? `, soak ${SOAK_N}` : ''}`);
 for (let round = 0; round < ROUNDS && systems.length > 0; round++) {
   const order = systems.map((_, i) => systems[(i + round) % systems.length]!);
   for (const sys of order) {
@@ -398,7 +404,7 @@ const md = markdown(started, seconds, soakResult);
 mkdirSync(join(PKG, 'results'), { recursive: true });
 writeFileSync(
   join(PKG, 'results', `${OUTPUT}.json`),
-  `${JSON.stringify({ started: started.toISOString(), seconds, argv: process.argv.slice(2), n: N, rounds: ROUNDS, latencySamples: LAT, beeLostEvents, node: process.version, systems: systems.map((s) => ({ id: s.id, label: s.label, group: s.group })), results, soak: soakResult }, null, 2)}\n`,
+  `${JSON.stringify({ started: started.toISOString(), seconds, argv: process.argv.slice(2), n: N, rounds: ROUNDS, latencySamples: LAT, latencyWarmup: WARMUP, beeLostEvents, node: process.version, systems: systems.map((s) => ({ id: s.id, label: s.label, group: s.group })), results, soak: soakResult }, null, 2)}\n`,
 );
 writeFileSync(OUTPUT === 'latest' ? join(ROOT, 'BENCHMARKS.md') : join(PKG, 'results', `${OUTPUT}.md`), md);
 console.log(md);
