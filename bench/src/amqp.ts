@@ -83,9 +83,9 @@ async function rawAmqp(run: Run, go = false): Promise<Producer> {
   const body = (i: number) => Buffer.from(go ? goMessage(i, run.queue) : JSON.stringify({ a: i, b: 1 }));
   const props = go ? { persistent: true, contentType: 'application/json', priority: 0, headers: {} } : { persistent: true, contentType: 'application/json' };
   return {
-    async enqueue(n) {
+    async enqueue(n, first = 0) {
       for (let i = 0; i < n; i += CHUNK) {
-        for (let j = i; j < Math.min(n, i + CHUNK); j++) ch.publish(exchange, run.queue, body(j), props);
+        for (let j = i; j < Math.min(n, i + CHUNK); j++) ch.publish(exchange, run.queue, body(first + j), props);
         await ch.waitForConfirms();
       }
     },

@@ -7,7 +7,7 @@ import { AMQP_SYSTEMS, amqpQueueName, rabbitCpuUs } from './amqp.js';
 import { type WorkerProcess, startWorker } from './child.js';
 import { AMQP_URL, BENCH_DB, QUEUE, type WorkerStats, benchUrl } from './common.js';
 import { type SoakResult, runSoak, soakMarkdown } from './soak.js';
-import { type Producer, SYSTEMS, type System, beeLostEvents, limits } from './systems.js';
+import { type Counts, type Producer, SYSTEMS, type System, beeLostEvents, limits } from './systems.js';
 
 const PKG = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ROOT = join(PKG, '..');
@@ -31,6 +31,14 @@ const WARMUP = Number(option('--warmup') ?? (quick ? 300 : 2000));
 const CONCURRENCIES = quick ? [10, 100] : [1, 10, 100];
 const N_ONE = quick ? Math.ceil(N / 4) : N;
 const E2E_TIMEOUT_MS = Number(option('--timeout-ms') ?? 180_000);
+/**
+ * Tasks each end-to-end worker runs before the timed ones. A fresh worker process spends its
+ * first half second or so compiling its hot code on threads that share the two cores: in a
+ * separate script, that was half the worker's CPU while the first 20,000 tasks were enqueued.
+ */
+const E2E_WARMUP = Number(option('--e2e-warmup') ?? (quick ? 1000 : 5000));
+/** Task indexes of the warm-up tasks: far from 0..N-1, so the workers' duplicate check tells them apart. */
+const WARMUP_FIRST_INDEX = 1_000_000_000;
 const only = option('--systems')?.split(',');
 const soakOnly = flag('--soak-only');
 const soak = soakOnly || flag('--soak');
@@ -38,7 +46,7 @@ const SOAK_N = Number(option('--soak-n') ?? 1_000_000);
 const ALL = [...SYSTEMS, ...AMQP_SYSTEMS];
 const systems = soakOnly ? [] : only ? ALL.filter((s) => only.includes(s.id)) : ALL;
 // BENCHMARKS.md holds full runs only; anything shorter or narrower goes to bench/results.
-const narrowed = Boolean(only) || soakOnly || ['--n', '--rounds', '--latency', '--warmup', '--soak-n'].some((o) => option(o) !== undefined);
+const narrowed = Boolean(only) || soakOnly || ['--n', '--rounds', '--latency', '--warmup', '--e2e-warmup', '--soak-n'].some((o) => option(o) !== undefined);
 const OUTPUT = narrowed ? 'partial' : quick ? 'quick' : 'latest';
 
 const admin = new Redis(benchUrl());
@@ -203,21 +211,25 @@ async function runSystem(sys: System): Promise<void> {
     try {
       p = await sys.open(run);
       worker = await startWorker(sys.worker, { BENCH_CONCURRENCY: String(c), BENCH_QUEUE: run.queue });
+      // Untimed, with task indexes of their own, so that the run measures a worker V8 has optimised.
+      let base: Counts = { done: 0, failed: 0 };
+      if (E2E_WARMUP > 0) {
+        await p.enqueue(E2E_WARMUP, WARMUP_FIRST_INDEX);
+        base = await completions(p, worker, E2E_WARMUP);
+        if (base.done !== E2E_WARMUP || base.failed !== 0) throw new Error(`warm-up: ${base.done} completed, ${base.failed} failed of ${E2E_WARMUP}`);
+      }
       const s0 = await sample(worker);
       const t0 = performance.now();
       await p.enqueue(N);
-      let counts = await p.counts(worker);
-      const deadline = Date.now() + E2E_TIMEOUT_MS;
-      while (counts.done + counts.failed < N && Date.now() < deadline) {
-        await sleep(10);
-        counts = await p.counts(worker);
-      }
+      const total = await completions(p, worker, E2E_WARMUP + N);
+      const counts = { done: total.done - base.done, failed: total.failed - base.failed };
       const s = (performance.now() - t0) / 1000;
       const s1 = await sample(worker);
       const w = s1.worker!;
+      const ran = w.executed - s0.worker!.executed;
       const wrong = [
         counts.done !== N || counts.failed !== 0 ? `${counts.done} completed, ${counts.failed} failed of ${N}` : '',
-        w.executed !== N ? `the worker ran ${w.executed} tasks` : '',
+        ran !== N ? `the worker ran ${ran} tasks` : '',
         w.duplicates !== 0 ? `${w.duplicates} ran twice` : '',
       ].filter(Boolean);
       if (wrong.length === 0) {
@@ -226,7 +238,7 @@ async function runSystem(sys: System): Promise<void> {
       } else {
         recordFailure(sys, key, `FAILED: ${wrong.join(', ')}`);
       }
-      console.log(`  ${sys.id} c=${c}: ${counts.done}/${N} done, ${counts.failed} failed, worker ran ${w.executed} (${w.duplicates} twice), ${(N / s).toFixed(0)} tasks/s`);
+      console.log(`  ${sys.id} c=${c}: ${counts.done}/${N} done, ${counts.failed} failed, worker ran ${ran} (${w.duplicates} twice), ${(N / s).toFixed(0)} tasks/s`);
       if (c === 10 && p.roundTrip) await latency(sys, worker);
     } catch (e) {
       recordFailure(sys, key, `error: ${String(e)}`);
@@ -236,6 +248,17 @@ async function runSystem(sys: System): Promise<void> {
       await closeQuietly(p);
     }
   }
+}
+
+/** Polls the producer's completion count (every 10 ms) until `n` tasks have completed or failed, or the run times out. */
+async function completions(p: Producer, worker: WorkerProcess, n: number): Promise<Counts> {
+  let counts = await p.counts(worker);
+  const deadline = Date.now() + E2E_TIMEOUT_MS;
+  while (counts.done + counts.failed < n && Date.now() < deadline) {
+    await sleep(10);
+    counts = await p.counts(worker);
+  }
+  return counts;
 }
 
 async function latency(sys: System, worker: WorkerProcess): Promise<void> {
@@ -341,7 +364,9 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
   **One at a time**: \`sendTask\` (PENDING, then publish), each awaited before the next.
 - **End to end**: the worker is a separate process (\`node --import tsx src/worker-<system>.ts\`; machinery-ts from its
   packages' tsc output, \`dist/\`, which \`pnpm bench\` builds first — as an application runs it, and as the peers run from npm)
-  at concurrency 1, 10 or 100. Throughput = N / (first send → last completion seen by the producer), the producer
+  at concurrency 1, 10 or 100. Each worker first runs ${E2E_WARMUP} untimed tasks (as many as V8 needs to optimise its
+  hot code; a fresh process otherwise spends the first part of the run compiling, on threads that share the two cores),
+  then throughput = N / (first send → last completion seen by the producer), the producer
   polling every 10 ms: machinery-ts reads the task states in the Redis backend (\`MGET\` of the unfinished ones, 100 at a
   time, up to the first chunk with one unfinished, since tasks finish roughly in order),
   BullMQ \`getJobCounts('completed','failed')\` (results kept: \`removeOnComplete\` is off by default),

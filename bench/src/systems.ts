@@ -15,8 +15,8 @@ export interface Counts {
 }
 
 export interface Producer {
-  /** Enqueues n tasks (indexes 0..n-1) as fast as the system allows (its bulk API where it has one). */
-  enqueue(n: number): Promise<void>;
+  /** Enqueues n tasks (indexes first..first+n-1) as fast as the system allows (its bulk API where it has one). */
+  enqueue(n: number, first?: number): Promise<void>;
   /** Enqueues n tasks one at a time, each awaited before the next. */
   enqueueOne(n: number): Promise<void>;
   /** Completed and failed tasks so far, as the producer can see them (some ask the worker process). */
@@ -76,10 +76,10 @@ export function machineryProducer(broker: Broker, queue: string, options: { stor
   let failed = 0;
   const sig = (i: number) => ({ Name: 'add', Args: [arg('int64', BigInt(i)), arg('int64', 1n)] });
   return {
-    async enqueue(n) {
+    async enqueue(n, first = 0) {
       for (let i = 0; i < n; i += CHUNK) {
         const batch = [];
-        for (let j = i; j < Math.min(n, i + CHUNK); j++) batch.push(sig(j));
+        for (let j = i; j < Math.min(n, i + CHUNK); j++) batch.push(sig(first + j));
         for (const r of await server.sendTasks(batch)) if (backend) pending.push(r.taskUUID);
       }
     },
@@ -133,10 +133,10 @@ async function bullmq(): Promise<Producer> {
   const events = new QueueEvents(QUEUE, { connection: { url: benchUrl() } as never });
   await events.waitUntilReady();
   return {
-    async enqueue(n) {
+    async enqueue(n, first = 0) {
       for (let i = 0; i < n; i += CHUNK) {
         const jobs = [];
-        for (let j = i; j < Math.min(n, i + CHUNK); j++) jobs.push({ name: 'add', data: { a: j, b: 1 } });
+        for (let j = i; j < Math.min(n, i + CHUNK); j++) jobs.push({ name: 'add', data: { a: first + j, b: 1 } });
         await queue.addBulk(jobs);
       }
     },
@@ -165,10 +165,10 @@ async function bee(): Promise<Producer> {
   // getJob() answers from the producer's own job objects, which a lost event left at 'created': ask Redis.
   const store = new Redis(benchUrl());
   return {
-    async enqueue(n) {
+    async enqueue(n, first = 0) {
       for (let i = 0; i < n; i += CHUNK) {
         const jobs = [];
-        for (let j = i; j < Math.min(n, i + CHUNK); j++) jobs.push(queue.createJob({ a: j, b: 1 }));
+        for (let j = i; j < Math.min(n, i + CHUNK); j++) jobs.push(queue.createJob({ a: first + j, b: 1 }));
         const errors = await queue.saveAll(jobs);
         if (errors.size > 0) throw new Error(`bee-queue saveAll: ${errors.size} jobs not saved`);
       }
@@ -211,10 +211,10 @@ async function raw(): Promise<Producer> {
   const client = new Redis(benchUrl());
   const waiter = new Redis(benchUrl());
   return {
-    async enqueue(n) {
+    async enqueue(n, first = 0) {
       for (let i = 0; i < n; i += CHUNK) {
         const msgs: string[] = [];
-        for (let j = i; j < Math.min(n, i + CHUNK); j++) msgs.push(JSON.stringify({ id: randomUUID(), a: j, b: 1 }));
+        for (let j = i; j < Math.min(n, i + CHUNK); j++) msgs.push(JSON.stringify({ id: randomUUID(), a: first + j, b: 1 }));
         await client.lpush(RAW_QUEUE, ...msgs);
       }
     },
