@@ -19,7 +19,12 @@ import { MultipleResults, type RegisteredTask, type TaskContext } from './task.j
 export interface WorkerOptions {
   /** Name in logs and transport listings. @default 'machinery-ts-worker' */
   readonly consumerTag?: string;
-  /** Tasks run at once. @default 10 */
+  /**
+   * Task functions run at once. A slot frees when the function returns (or throws); the
+   * outcome is then recorded (state write, callbacks, retry) in the background, its delivery
+   * still unsettled and so still counted against `concurrency + readAhead` by the broker.
+   * @default 10
+   */
   readonly concurrency?: number;
   /**
    * Deliveries held beyond `concurrency`, ready to start, so a finished task's slot refills
@@ -89,8 +94,11 @@ export class Worker {
   readonly #server: Server;
   readonly #opts: Required<Omit<WorkerOptions, 'onPreTask' | 'onPostTask' | 'onError'>> & WorkerOptions;
   readonly #waiting: Delivery[] = [];
-  /** Each running delivery's handling, which removes itself when done. */
+  /** Each delivery's handling, from its task's start to its outcome recorded; removes itself when done. */
   readonly #running = new Map<Delivery, Promise<void>>();
+  /** Task functions running now: what `concurrency` bounds. */
+  #busy = 0;
+  #pumpQueued = false;
   /** Settles under way of tasks whose outcome is recorded (their slot is already free). */
   readonly #settling = new Map<Delivery, Promise<void>>();
   readonly #unknownSeen = new Map<string, number>();
@@ -210,25 +218,48 @@ export class Worker {
     });
   }
 
+  /** Task functions running now. */
   get runningCount(): number {
-    return this.#running.size;
+    return this.#busy;
   }
 
   #pump(): void {
-    while (!this.#stopping && this.#running.size < this.#opts.concurrency) {
+    while (!this.#stopping && this.#busy < this.#opts.concurrency) {
       const delivery = this.#waiting.shift();
       if (!delivery) return;
+      this.#busy += 1;
       // Set before #handle can finish: it always awaits #process first.
-      this.#running.set(delivery, this.#handle(delivery));
+      this.#running.set(delivery, this.#handle(delivery, { held: true }));
     }
   }
 
-  /** Never rejects; frees its slot and pumps the next delivery in when done. */
-  async #handle(delivery: Delivery): Promise<void> {
+  /**
+   * Frees a task's slot, once. The next deliveries start from a microtask rather than from
+   * here: a task function that returns at once would otherwise start the next one inside
+   * its own call, one stack frame deeper per delivery waiting.
+   */
+  #release(slot: { held: boolean }): void {
+    if (!slot.held) return;
+    slot.held = false;
+    this.#busy -= 1;
+    if (this.#pumpQueued) return;
+    this.#pumpQueued = true;
+    queueMicrotask(() => {
+      this.#pumpQueued = false;
+      this.#pump();
+    });
+  }
+
+  /**
+   * Never rejects. The slot frees as soon as the task function is done (or at the end, for
+   * a delivery that never reaches one); recording the outcome is not running the task, and
+   * holding the slot for that round trip capped a worker at `concurrency` tasks per write.
+   */
+  async #handle(delivery: Delivery, slot: { held: boolean }): Promise<void> {
     try {
       let outcome: Outcome;
       try {
-        outcome = await this.#process(delivery);
+        outcome = await this.#process(delivery, slot);
       } catch (err) {
         // A state write or publish failed: the outcome is not recorded, so try again later.
         this.#reportError(err as Error);
@@ -239,7 +270,7 @@ export class Worker {
       this.#settling.set(delivery, this.#settle(delivery, outcome));
     } finally {
       this.#running.delete(delivery);
-      this.#pump();
+      this.#release(slot);
     }
   }
 
@@ -257,7 +288,7 @@ export class Worker {
     }
   }
 
-  async #process(delivery: Delivery): Promise<Outcome> {
+  async #process(delivery: Delivery, slot: { held: boolean }): Promise<Outcome> {
     const { body } = delivery;
     const size = Buffer.byteLength(body);
     if (size > this.#opts.maxPayloadBytes) {
@@ -292,9 +323,9 @@ export class Worker {
     // Hooks are awaited only where given: an `await` of nothing still costs a turn of the microtask queue.
     const { onPreTask, onPostTask } = this.#opts;
     if (onPreTask) await onPreTask(sig);
-    if (!onPostTask) return this.#run(task, sig, args, delivery, progress);
+    if (!onPostTask) return this.#run(task, sig, args, delivery, progress, slot);
     try {
-      return await this.#run(task, sig, args, delivery, progress);
+      return await this.#run(task, sig, args, delivery, progress, slot);
     } finally {
       await onPostTask(sig);
     }
@@ -328,6 +359,7 @@ export class Worker {
     args: unknown[],
     delivery: Delivery,
     progress: { written: Promise<void>; ordered: boolean },
+    slot: { held: boolean },
   ): Promise<Outcome> {
     const timeoutMs = this.#opts.taskTimeoutMs;
     const ctx = new RunContext(sig, delivery.deliveryCount);
@@ -353,6 +385,7 @@ export class Worker {
     } finally {
       if (timer) clearTimeout(timer);
       lease?.stop();
+      this.#release(slot);
     }
     // The progress writes are applied before the outcome's: awaited here when the backend may
     // reorder writes, else by the ordering itself (the outcome's write lands after them).

@@ -287,6 +287,77 @@ describe('Worker', () => {
     expect(peak).toBe(3);
   });
 
+  /** Holds the backend's first SUCCESS write until `release()`; `held` resolves once it is being held. */
+  function holdFirstSuccess(server: Server) {
+    let release = (): void => {};
+    const gate = new Promise<void>((r) => (release = r));
+    let holding = (): void => {};
+    const held = new Promise<void>((r) => (holding = r));
+    let first = true;
+    const setState = server.backend.setState.bind(server.backend);
+    server.backend.setState = async (u) => {
+      if (u.state === 'SUCCESS' && first) {
+        first = false;
+        holding();
+        await gate;
+      }
+      return setState(u);
+    };
+    return { release, held };
+  }
+
+  it('frees a slot when the task function returns: the next task runs while the outcome is recorded, and the delivery is settled after', async () => {
+    const { server, worker, broker } = await setup({ concurrency: 1, readAhead: 1 });
+    const settled: number[] = [];
+    replaceSettle(broker, (d, o) => {
+      settled.push((JSON.parse(d.body) as { Args: { Value: number }[] }).Args[0]!.Value);
+      return d.settle(o);
+    });
+    const write = holdFirstSuccess(server);
+    const ran: number[] = [];
+    server.registerTask('step', ([n]) => void ran.push(Number(n)));
+    await worker.start();
+    try {
+      const first = await server.sendTask({ Name: 'step', Args: [int(0)] });
+      await write.held;
+      const second = await server.sendTask({ Name: 'step', Args: [int(1)] });
+      // Before, task 1 waited for task 0's SUCCESS write to be confirmed.
+      await vi.waitFor(() => expect(ran).toEqual([0, 1]), { timeout: 2000 });
+      await second.get({ timeoutMs: 2000 });
+      await vi.waitFor(() => expect(settled).toEqual([1]), { timeout: 2000 });
+      expect((await server.backend.getState(first.taskUUID))?.State).toBe('STARTED');
+      expect(worker.runningCount).toBe(0);
+      write.release();
+      await first.get({ timeoutMs: 2000 });
+      await vi.waitFor(() => expect(settled).toEqual([1, 0]), { timeout: 2000 });
+    } finally {
+      // A held write would hold the afterEach's stop() too.
+      write.release();
+    }
+  });
+
+  it('a graceful stop waits for outcomes still being recorded', async () => {
+    const { server, worker, broker } = await setup({ concurrency: 1 });
+    const settled: string[] = [];
+    replaceSettle(broker, (d, o) => {
+      settled.push(o.kind);
+      return d.settle(o);
+    });
+    const write = holdFirstSuccess(server);
+    server.registerTask('step', () => undefined);
+    await worker.start();
+    const r = await server.sendTask({ Name: 'step' });
+    await write.held;
+    let stopped = false;
+    const stopping = worker.stop().then(() => (stopped = true));
+    await new Promise((res) => setTimeout(res, 50));
+    write.release();
+    expect(stopped).toBe(false);
+    await stopping;
+    expect(settled).toEqual(['ack']);
+    expect((await server.backend.getState(r.taskUUID))?.State).toBe('SUCCESS');
+  });
+
   it('a graceful stop finishes running tasks and requeues prefetched ones in order', async () => {
     const { server, worker, broker } = await setup({ concurrency: 1, readAhead: 3 });
     const ran: number[] = [];
