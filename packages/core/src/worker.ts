@@ -20,9 +20,9 @@ export interface WorkerOptions {
   /** Name in logs and transport listings. @default 'machinery-ts-worker' */
   readonly consumerTag?: string;
   /**
-   * Task functions run at once. A slot frees when the function returns (or throws); the
-   * outcome is then recorded (state write, callbacks, retry) in the background, its delivery
-   * still unsettled and so still counted against `concurrency + readAhead` by the broker.
+   * Task functions run at once. A slot frees when the function returns, throws or times out;
+   * the outcome is then recorded (state write, callbacks, retry) in the background, its
+   * delivery still unsettled and so still counted against `concurrency + readAhead` by the broker.
    * @default 10
    */
   readonly concurrency?: number;

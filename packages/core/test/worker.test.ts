@@ -336,6 +336,32 @@ describe('Worker', () => {
     }
   });
 
+  it('runs a backlog of tasks that return at once one after another, not each inside the one before', async () => {
+    const n = 2_000;
+    const { server, worker, errors } = await setup({ concurrency: 1, readAhead: n, progressStates: 'none' });
+    let open = (): void => {};
+    const gate = new Promise<void>((r) => (open = r));
+    server.registerTask('slow', () => gate);
+    let ran = 0;
+    let deepest = 0;
+    server.registerTask('quick', () => {
+      ran += 1;
+      const limit = Error.stackTraceLimit;
+      Error.stackTraceLimit = Infinity;
+      deepest = Math.max(deepest, new Error().stack?.split('\n').length ?? 0);
+      Error.stackTraceLimit = limit;
+    });
+    await worker.start();
+    await server.sendTask({ Name: 'slow' });
+    // The backlog piles up behind the slow task, then is let go at once.
+    await server.sendTasks(Array.from({ length: n }, () => ({ Name: 'quick' })));
+    await vi.waitFor(() => expect(worker.runningCount).toBe(1));
+    open();
+    await vi.waitFor(() => expect(ran).toBe(n), { timeout: 20_000 });
+    expect(errors).toEqual([]);
+    expect(deepest).toBeLessThan(50);
+  });
+
   it('a graceful stop waits for outcomes still being recorded', async () => {
     const { server, worker, broker } = await setup({ concurrency: 1 });
     const settled: string[] = [];
