@@ -290,20 +290,26 @@ export class Worker {
 
   async #process(delivery: Delivery, slot: { held: boolean }): Promise<Outcome> {
     const { body } = delivery;
+    // A delivery that never reaches a task function frees its slot at once, as a returning
+    // function would: writing its FAILURE is recording an outcome, not running a task.
+    const noRun = (outcome: Promise<Outcome>): Promise<Outcome> => {
+      this.#release(slot);
+      return outcome;
+    };
     const size = Buffer.byteLength(body);
     if (size > this.#opts.maxPayloadBytes) {
-      return this.#reject(new PayloadTooLargeError(size, this.#opts.maxPayloadBytes), body);
+      return noRun(this.#reject(new PayloadTooLargeError(size, this.#opts.maxPayloadBytes), body));
     }
     let sig: Signature;
     try {
       sig = decodeSignature(body);
       if (!sig.Name) throw new MalformedMessageError('no task name');
     } catch (err) {
-      return this.#reject(err as Error, body);
+      return noRun(this.#reject(err as Error, body));
     }
 
     const task = this.#server.getTask(sig.Name);
-    if (!task) return this.#unknownTask(sig, delivery);
+    if (!task) return noRun(this.#unknownTask(sig, delivery));
     this.#unknownSeen.delete(sig.UUID);
 
     // Go workers run a message with a future ETA at once; we wait for it (a foreign
@@ -316,6 +322,7 @@ export class Worker {
     try {
       args = argsFromWire(sig.Args);
     } catch (err) {
+      this.#release(slot);
       await progress.written;
       await this.#taskFailed(sig, err as Error);
       return { kind: 'ack' };

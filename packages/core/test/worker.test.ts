@@ -336,6 +336,45 @@ describe('Worker', () => {
     }
   });
 
+  it.each([
+    ['whose arguments do not decode', (server: Server) => server.sendTask({ Name: 'step', Args: [{ Name: '', Type: 'map', Value: {} }] }).then((r) => r.taskUUID)],
+    ['that is too large', async (_server: Server, broker: MemoryBroker) => {
+      broker.pushRaw('machinery_tasks', `{"UUID":"task_big","Name":"step","Headers":{"x":"${'a'.repeat(3000)}"}}`);
+      return 'task_big';
+    }],
+    ['of a task no one registered', (server: Server) => server.sendTask({ Name: 'nobody' }).then((r) => r.taskUUID)],
+  ] as const)('frees the slot of a delivery %s before its FAILURE is recorded', async (_what, sendBad) => {
+    const { server, worker, broker } = await setup({ concurrency: 1, readAhead: 1, maxPayloadBytes: 2000, unknownTaskRequeues: 0 });
+    let release = (): void => {};
+    const gate = new Promise<void>((r) => (release = r));
+    let holding = (): void => {};
+    const held = new Promise<void>((r) => (holding = r));
+    const setState = server.backend.setState.bind(server.backend);
+    server.backend.setState = async (u) => {
+      if (u.state === 'FAILURE') {
+        holding();
+        await gate;
+      }
+      return setState(u);
+    };
+    const ran: number[] = [];
+    server.registerTask('step', ([n]) => void ran.push(Number(n)));
+    await worker.start();
+    try {
+      const badUUID = await sendBad(server, broker);
+      await held;
+      const good = await server.sendTask({ Name: 'step', Args: [int(1)] });
+      // Before, the good task waited for the bad one's FAILURE write.
+      await vi.waitFor(() => expect(ran).toEqual([1]), { timeout: 2000 });
+      await good.get({ timeoutMs: 2000 });
+      expect(worker.runningCount).toBe(0);
+      release();
+      await vi.waitFor(async () => expect((await server.backend.getState(badUUID))?.State).toBe('FAILURE'), { timeout: 2000 });
+    } finally {
+      release();
+    }
+  });
+
   it('runs a backlog of tasks that return at once one after another, not each inside the one before', async () => {
     const n = 2_000;
     const { server, worker, errors } = await setup({ concurrency: 1, readAhead: n, progressStates: 'none' });
