@@ -24,9 +24,13 @@ const LAT = Number(option('--latency') ?? (quick ? 200 : 1000));
 /**
  * Unmeasured round trips before the latency samples. V8 optimises a function only after it
  * has run often, on threads that share the two cores with the round trip: after 10, each
- * system's result-waiting path was still being compiled while it was measured.
+ * system's result-waiting path was still being compiled while it was measured. After 2,000,
+ * a machinery-ts producer still compiled 33 functions (77 ms of compiler time) and
+ * deoptimised 12 during the next 4,000 round trips, mostly Node's stream and ioredis code;
+ * the p99 of a separate script fell from 1.7 ms after 2,000 to 0.65–0.71 after 10,000 or
+ * 20,000, bee-queue's from 0.74 to 0.45.
  */
-const WARMUP = Number(option('--warmup') ?? (quick ? 300 : 2000));
+const WARMUP = Number(option('--warmup') ?? (quick ? 300 : 10000));
 // --quick leaves out concurrency 1 and sends a quarter as many one at a time: it has to fit in 2 minutes.
 const CONCURRENCIES = quick ? [10, 100] : [1, 10, 100];
 const N_ONE = quick ? Math.ceil(N / 4) : N;
