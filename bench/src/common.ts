@@ -26,6 +26,12 @@ export function workerConcurrency(): number {
   return Number(process.env.BENCH_CONCURRENCY ?? 10);
 }
 
+/** machinery-ts workers' `readAhead` when `--read-ahead` sets one; otherwise their default (= concurrency). */
+export function workerReadAhead(): { readAhead?: number } {
+  const n = process.env.BENCH_READ_AHEAD;
+  return n === undefined || n === '' ? {} : { readAhead: Number(n) };
+}
+
 /** The queue of this run, for systems that name a fresh one per run (AMQP). */
 export function runQueue(): string {
   return process.env.BENCH_QUEUE ?? QUEUE;

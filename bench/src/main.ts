@@ -43,6 +43,14 @@ const E2E_TIMEOUT_MS = Number(option('--timeout-ms') ?? 180_000);
 const E2E_WARMUP = Number(option('--e2e-warmup') ?? (quick ? 1000 : 5000));
 /** Task indexes of the warm-up tasks: far from 0..N-1, so the workers' duplicate check tells them apart. */
 const WARMUP_FIRST_INDEX = 1_000_000_000;
+/**
+ * machinery-ts workers' `readAhead` (default: their own, = concurrency). The peers have no
+ * such setting; this is for measuring what a deeper one gives short tasks, not for the table.
+ */
+const READ_AHEAD = option('--read-ahead');
+if (READ_AHEAD !== undefined && !(Number.isInteger(Number(READ_AHEAD)) && Number(READ_AHEAD) >= 0)) {
+  throw new RangeError(`--read-ahead must be a whole number, 0 or more; found ${READ_AHEAD}`);
+}
 const only = option('--systems')?.split(',');
 const soakOnly = flag('--soak-only');
 const soak = soakOnly || flag('--soak');
@@ -50,7 +58,7 @@ const SOAK_N = Number(option('--soak-n') ?? 1_000_000);
 const ALL = [...SYSTEMS, ...AMQP_SYSTEMS];
 const systems = soakOnly ? [] : only ? ALL.filter((s) => only.includes(s.id)) : ALL;
 // BENCHMARKS.md holds full runs only; anything shorter or narrower goes to bench/results.
-const narrowed = Boolean(only) || soakOnly || ['--n', '--rounds', '--latency', '--warmup', '--e2e-warmup', '--soak-n'].some((o) => option(o) !== undefined);
+const narrowed = Boolean(only) || soakOnly || ['--n', '--rounds', '--latency', '--warmup', '--e2e-warmup', '--soak-n', '--read-ahead'].some((o) => option(o) !== undefined);
 const OUTPUT = narrowed ? 'partial' : quick ? 'quick' : 'latest';
 
 const admin = new Redis(benchUrl());
@@ -214,7 +222,7 @@ async function runSystem(sys: System): Promise<void> {
     let worker: WorkerProcess | undefined;
     try {
       p = await sys.open(run);
-      worker = await startWorker(sys.worker, { BENCH_CONCURRENCY: String(c), BENCH_QUEUE: run.queue });
+      worker = await startWorker(sys.worker, { BENCH_CONCURRENCY: String(c), BENCH_QUEUE: run.queue, ...(READ_AHEAD === undefined ? {} : { BENCH_READ_AHEAD: READ_AHEAD }) });
       // Untimed, with task indexes of their own, so that the run measures a worker V8 has optimised.
       let base: Counts = { done: 0, failed: 0 };
       if (E2E_WARMUP > 0) {
@@ -413,7 +421,7 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
 
 const started = new Date();
 const t0 = performance.now();
-console.log(`bench: N=${N}, rounds=${ROUNDS}, latency samples=${LAT} after ${WARMUP} warm-ups, systems=${systems.map((s) => s.id).join(',') || 'none'}${soak ? `, soak ${SOAK_N}` : ''}`);
+console.log(`bench: N=${N}, rounds=${ROUNDS}, latency samples=${LAT} after ${WARMUP} warm-ups, systems=${systems.map((s) => s.id).join(',') || 'none'}${soak ? `, soak ${SOAK_N}` : ''}${READ_AHEAD === undefined ? '' : `, machinery-ts readAhead ${READ_AHEAD}`}`);
 for (let round = 0; round < ROUNDS && systems.length > 0; round++) {
   const order = systems.map((_, i) => systems[(i + round) % systems.length]!);
   for (const sys of order) {

@@ -1,7 +1,7 @@
 import { RedisBackend } from '@machinery-ts/backend-redis';
 import { RedisBroker } from '@machinery-ts/broker-redis';
 import { Server } from '@machinery-ts/core';
-import { QUEUE, add, benchUrl, ready, track, workerConcurrency } from './common.js';
+import { QUEUE, add, benchUrl, ready, track, workerConcurrency, workerReadAhead } from './common.js';
 
 const url = benchUrl();
 const server = new Server({
@@ -15,6 +15,6 @@ server.registerTask('add', ([a, b]) => {
   return add(Number(a), Number(b));
 });
 const progressStates = (process.env.BENCH_PROGRESS_STATES ?? 'all') as 'all' | 'started' | 'none';
-const worker = server.newWorker({ concurrency: workerConcurrency(), handleSignals: false, progressStates });
+const worker = server.newWorker({ concurrency: workerConcurrency(), ...workerReadAhead(), handleSignals: false, progressStates });
 await worker.start();
 ready();
