@@ -288,7 +288,8 @@ describe('Worker', () => {
   });
 
   /** Holds the backend's first SUCCESS write until `release()`; `held` resolves once it is being held. */
-  function holdFirstSuccess(server: Server) {
+  /** Holds the first write of `state` until `release()`; `held` resolves when it is being held. */
+  function holdFirstWrite(server: Server, state: 'SUCCESS' | 'FAILURE' = 'SUCCESS') {
     let release = (): void => {};
     const gate = new Promise<void>((r) => (release = r));
     let holding = (): void => {};
@@ -296,7 +297,7 @@ describe('Worker', () => {
     let first = true;
     const setState = server.backend.setState.bind(server.backend);
     server.backend.setState = async (u) => {
-      if (u.state === 'SUCCESS' && first) {
+      if (u.state === state && first) {
         first = false;
         holding();
         await gate;
@@ -313,7 +314,7 @@ describe('Worker', () => {
       settled.push((JSON.parse(d.body) as { Args: { Value: number }[] }).Args[0]!.Value);
       return d.settle(o);
     });
-    const write = holdFirstSuccess(server);
+    const write = holdFirstWrite(server);
     const ran: number[] = [];
     server.registerTask('step', ([n]) => void ran.push(Number(n)));
     await worker.start();
@@ -345,33 +346,22 @@ describe('Worker', () => {
     ['of a task no one registered', (server: Server) => server.sendTask({ Name: 'nobody' }).then((r) => r.taskUUID)],
   ] as const)('frees the slot of a delivery %s before its FAILURE is recorded', async (_what, sendBad) => {
     const { server, worker, broker } = await setup({ concurrency: 1, readAhead: 1, maxPayloadBytes: 2000, unknownTaskRequeues: 0 });
-    let release = (): void => {};
-    const gate = new Promise<void>((r) => (release = r));
-    let holding = (): void => {};
-    const held = new Promise<void>((r) => (holding = r));
-    const setState = server.backend.setState.bind(server.backend);
-    server.backend.setState = async (u) => {
-      if (u.state === 'FAILURE') {
-        holding();
-        await gate;
-      }
-      return setState(u);
-    };
+    const write = holdFirstWrite(server, 'FAILURE');
     const ran: number[] = [];
     server.registerTask('step', ([n]) => void ran.push(Number(n)));
     await worker.start();
     try {
       const badUUID = await sendBad(server, broker);
-      await held;
+      await write.held;
       const good = await server.sendTask({ Name: 'step', Args: [int(1)] });
       // Before, the good task waited for the bad one's FAILURE write.
       await vi.waitFor(() => expect(ran).toEqual([1]), { timeout: 2000 });
       await good.get({ timeoutMs: 2000 });
       expect(worker.runningCount).toBe(0);
-      release();
+      write.release();
       await vi.waitFor(async () => expect((await server.backend.getState(badUUID))?.State).toBe('FAILURE'), { timeout: 2000 });
     } finally {
-      release();
+      write.release();
     }
   });
 
@@ -408,7 +398,7 @@ describe('Worker', () => {
       settled.push(o.kind);
       return d.settle(o);
     });
-    const write = holdFirstSuccess(server);
+    const write = holdFirstWrite(server);
     server.registerTask('step', () => undefined);
     await worker.start();
     const r = await server.sendTask({ Name: 'step' });
