@@ -251,9 +251,10 @@ export class Worker {
   }
 
   /**
-   * Never rejects. The slot frees as soon as the task function is done (or at the end, for
-   * a delivery that never reaches one); recording the outcome is not running the task, and
-   * holding the slot for that round trip capped a worker at `concurrency` tasks per write.
+   * Never rejects. The slot frees as soon as the task function is done, or as soon as it is
+   * clear that none will run (`#process`); otherwise, at the latest, here at the end.
+   * Recording the outcome is not running the task, and holding the slot for that round trip
+   * capped a worker at `concurrency` tasks per write.
    */
   async #handle(delivery: Delivery, slot: { held: boolean }): Promise<void> {
     try {
