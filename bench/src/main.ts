@@ -408,7 +408,7 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
   publisher confirms awaited for every message, manual acks, one ack per message. raw amqplib publishes with
   \`sendToQueue\` (default exchange) and consumes with \`prefetch(concurrency)\`; machinery-ts publishes through a
   per-run direct exchange bound to the queue (its usual topology) and consumes with its worker's default prefetch,
-  concurrency + readAhead (= 2 × concurrency). machinery-ts runs twice: with task states in **RedisBackend** on the
+  concurrency + readAhead (${READ_AHEAD === undefined ? '= 2 × concurrency' : `readAhead ${READ_AHEAD} in this run`}). machinery-ts runs twice: with task states in **RedisBackend** on the
   Redis server above (what a user wanting durable results next to a durable queue would run; more work per task
   than raw amqplib does), and with **NullBackend**, which stores nothing — the same durability as raw amqplib, whose
   completion count lives in the worker process, as machinery-ts's does in that run.
