@@ -51,6 +51,18 @@ export interface Backend {
    */
   plainWrite?(update: StateUpdate): PlainWrite | undefined;
 
+  /**
+   * `update` (a completed state) handed over for a broker to apply in the step that acks
+   * its delivery (`Delivery.ackAfterWrite`): one round trip instead of a write and then an
+   * ack, and no ack unless the write was applied. A write of the same task still queued in
+   * this backend is folded into it, as a later `setState` would replace it. `undefined` when
+   * the write cannot be handed over: `carried` (the broker's `carriesWritesFor`) refuses
+   * this backend's store, an earlier write of the task may still be on its way and could
+   * land after it, or the state is not one this backend hands over. The caller then writes
+   * with `setState`. Optional.
+   */
+  scriptedWrite?(update: StateUpdate, carried: (store: string) => boolean): ScriptedWrite | undefined;
+
   /** The stored state, or `null` when there is none (never written, expired, purged). */
   getState(taskUUID: string): Promise<TaskState | null>;
 
@@ -125,6 +137,22 @@ export interface PlainWrite {
   readonly value: string;
   /** Whole seconds, at least 1. */
   readonly expireSeconds: number;
+}
+
+/**
+ * A state write for a broker on the same Redis server to run inside its own Lua script.
+ * `lua` is a script body run once per call over any number of such writes sharing `lua`
+ * and `shared`: KEYS are their keys, ARGV is `shared` followed by each write's `args` in
+ * turn. It raises (a Lua error) when a write cannot be made, and the broker then acks none
+ * of the deliveries in that call. The broker runs it as it is and never reads the arguments.
+ */
+export interface ScriptedWrite {
+  /** The store it is for, as `Broker.carriesWritesFor` compares it. */
+  readonly store: string;
+  readonly lua: string;
+  readonly shared: readonly string[];
+  readonly key: string;
+  readonly args: readonly string[];
 }
 
 export interface StateUpdate {

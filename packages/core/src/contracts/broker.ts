@@ -1,5 +1,5 @@
 import type { Signature } from '../message/signature.js';
-import type { PlainWrite } from './backend.js';
+import type { PlainWrite, ScriptedWrite } from './backend.js';
 
 /**
  * # The Broker contract
@@ -124,6 +124,14 @@ export interface Delivery {
    * connection lives (AMQP) need none. The worker calls it at half the lease.
    */
   extend?(): Promise<void>;
+  /**
+   * Applies `write` (a backend's `scriptedWrite`), then acks, in one step on the server (one
+   * Redis script, batched with the other acks of the turn): the ack is made only if the write
+   * was. Rejects when either may not have happened; the delivery is then still unsettled
+   * and the caller settles it otherwise. Offered by brokers whose `carriesWritesFor`
+   * accepts the write's store; the caller checks that first.
+   */
+  ackAfterWrite?(write: ScriptedWrite): Promise<void>;
 }
 
 /**
