@@ -7,6 +7,7 @@ import {
   type ChordTriggerResult,
   type GroupMeta,
   type PlainWrite,
+  type ScriptedWrite,
   type StateUpdate,
   type TaskState,
   type WaitOptions,
@@ -91,6 +92,8 @@ export class RedisBackend implements Backend {
   readonly #scripted: ScriptedRedis;
   readonly #owned: boolean;
   readonly #ttl: number;
+  /** SET_STATES_LUA's arguments before those of each write. */
+  readonly #shared: readonly string[];
   readonly #mutex: string;
   readonly #pollMs: number;
   readonly #batch: StateBatch<QueuedState>;
@@ -139,6 +142,7 @@ export class RedisBackend implements Backend {
       this.#owned = true;
     }
     this.#ttl = ttl;
+    this.#shared = [String(ttl), TAIL];
     this.#mutex = options.goChordMutex === false ? '' : (options.goChordMutex ?? 'TriggerChordMutex');
     this.#pollMs = options.waitPollMs ?? 500;
     const c = this.#client;
@@ -155,7 +159,7 @@ export class RedisBackend implements Backend {
         if (kind === 'D' && channel === '' && sender === '') return c.set(only[0], text, 'EX', this.#ttl);
       }
       const keys: string[] = [];
-      const args: string[] = [String(this.#ttl), TAIL];
+      const args: string[] = [...this.#shared];
       for (const [key, queued] of entries) {
         keys.push(key);
         args.push(...this.#scriptArgs(queued));
@@ -175,6 +179,26 @@ export class RedisBackend implements Backend {
   plainWrite(update: StateUpdate): PlainWrite | undefined {
     if (update.state !== TaskStates.PENDING || this.#closed) return undefined;
     return { store: this.store, key: update.taskUUID, value: encodeTaskState(mergeTaskState(update, null)), expireSeconds: this.#ttl };
+  }
+
+  /**
+   * A completed state for the broker to write in the script that acks its delivery (see
+   * `Backend.scriptedWrite`): the same SET_STATES_LUA and arguments a batch of this backend
+   * sends, so the stored document and the announcement are the same either way.
+   */
+  scriptedWrite(update: StateUpdate, carried: (store: string) => boolean): ScriptedWrite | undefined {
+    if (this.#closed || (update.state !== TaskStates.SUCCESS && update.state !== TaskStates.FAILURE) || !carried(this.store)) return undefined;
+    const taken = this.#batch.take(update.taskUUID);
+    if (taken === 'busy') return undefined;
+    const { queued } = taken;
+    const base = !queued ? undefined : queued.update.state === TaskStates.PENDING ? mergeTaskState(queued.update, null) : queued.base;
+    return {
+      store: this.store,
+      lua: SET_STATES_LUA,
+      shared: this.#shared,
+      key: update.taskUUID,
+      args: this.#scriptArgs(base ? { update, base } : { update }),
+    };
   }
 
   /** The client this backend sends commands on. */

@@ -24,6 +24,8 @@ export class StateBatch<T> {
   #writes = new Map<string, T>();
   #settles: Settle[] = [];
   #scheduled = false;
+  /** Keys sent and not yet confirmed, with how many of their writes are on the way. */
+  readonly #unconfirmed = new Map<string, number>();
 
   /** `send` makes one script call for up to 256 keys and their entries. */
   constructor(private readonly send: (entries: [string, T][]) => Promise<unknown>) {}
@@ -47,21 +49,54 @@ export class StateBatch<T> {
     return new Promise<void>((resolve, reject) => this.#settles.push({ resolve, reject }));
   }
 
+  /**
+   * Takes the key's queued entry out of the batch, for a write that will reach the store by
+   * another way. `busy` when a write of the key was sent and is not confirmed yet: a write
+   * made another way could land before it. The taken entry's caller is settled with the
+   * rest of the batch, as for an entry a later write replaced.
+   */
+  take(key: string): { queued: T | undefined } | 'busy' {
+    if (this.#unconfirmed.has(key)) return 'busy';
+    const queued = this.#writes.get(key);
+    if (queued !== undefined) this.#writes.delete(key);
+    return { queued };
+  }
+
   /** Sends what is queued now; each caller's promise settles with the calls that carried the batch. */
   flush(): void {
     this.#scheduled = false;
-    if (this.#writes.size === 0) return;
-    const writes = [...this.#writes];
     const settles = this.#settles;
-    this.#writes = new Map();
     this.#settles = [];
+    if (this.#writes.size === 0) {
+      // Every entry was taken (`take`): nothing of theirs is left to send.
+      for (const s of settles) s.resolve();
+      return;
+    }
+    const writes = [...this.#writes];
+    this.#writes = new Map();
+    for (const [key] of writes) this.#unconfirmed.set(key, (this.#unconfirmed.get(key) ?? 0) + 1);
     const sent: Promise<unknown>[] = [];
     for (let i = 0; i < writes.length; i += MAX_KEYS) sent.push(this.send(writes.slice(i, i + MAX_KEYS)));
     // A caller learns that its write landed only when every call of the batch did: which
     // call carried which write is not worth tracking for a failure that is rare and retried.
+    const confirmed = (): void => {
+      for (const [key] of writes) {
+        const left = (this.#unconfirmed.get(key) ?? 1) - 1;
+        if (left > 0) this.#unconfirmed.set(key, left);
+        else this.#unconfirmed.delete(key);
+      }
+    };
     Promise.all(sent).then(
-      () => settles.forEach((s) => s.resolve()),
-      (e: unknown) => settles.forEach((s) => s.reject(e instanceof Error ? e : new Error(String(e)))),
+      () => {
+        confirmed();
+        settles.forEach((s) => s.resolve());
+      },
+      (e: unknown) => {
+        // Counted as confirmed, though a timed-out write may still land later (rarely): its
+        // caller hears of the failure, and a key must not stay refused for good.
+        confirmed();
+        settles.forEach((s) => s.reject(e instanceof Error ? e : new Error(String(e))));
+      },
     );
   }
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ScriptedWrite } from '@machinery-ts/core';
 import { RedisBackend, stateChannel } from '../src/index.js';
 
 const URL = process.env.MTS_REDIS_URL ?? 'redis://127.0.0.1:6390';
@@ -133,6 +134,72 @@ describe('RedisBackend state batching', () => {
     const closed = new RedisBackend({ url: URL });
     await closed.close();
     await expect(closed.setState({ taskUUID: id(), taskName: 'add', state: 'PENDING' })).rejects.toThrow(/closed/);
+  });
+});
+
+describe('RedisBackend scriptedWrite (a SUCCESS handed to the broker that acks its delivery)', () => {
+  const everywhere = (): boolean => true;
+  /** Runs a handed-over write as a broker would: its Lua over its key, shared arguments, then its own. */
+  const apply = (w: ScriptedWrite): Promise<unknown> => raw.eval(w.lua, 1, w.key, ...w.shared, ...w.args);
+
+  it('writes the same merged document and announcement as setState, and folds a write of the task still queued', async () => {
+    const [viaScript, viaSet] = [id(), id()];
+    await Promise.all([viaScript, viaSet].map((u) => backend.setState({ taskUUID: u, taskName: 'add', state: 'PENDING' })));
+    const sub = new Redis(URL);
+    const heard: string[] = [];
+    sub.on('message', (_ch: string, m: string) => heard.push(m));
+    await sub.subscribe(stateChannel(viaScript));
+    const success = { taskName: '', state: 'SUCCESS', results: [{ Type: 'int64', Value: 3 }] } as const;
+    sent = [];
+    const started = backend.setState({ taskUUID: viaScript, taskName: '', state: 'STARTED' });
+    const write = backend.scriptedWrite({ taskUUID: viaScript, ...success }, everywhere);
+    expect(write?.key).toBe(viaScript);
+    expect(write?.store).toBe(backend.store);
+    // The STARTED write was taken out of the batch: it settles without a command of its own.
+    await started;
+    expect(sent).toEqual([]);
+    await apply(write as ScriptedWrite);
+    await backend.setState({ taskUUID: viaSet, ...success });
+    const [a, b] = (await raw.mget(viaScript, viaSet)) as [string, string];
+    const created = (JSON.parse(a) as { CreatedAt: string }).CreatedAt;
+    expect(created).not.toBe('0001-01-01T00:00:00Z');
+    expect(a).toBe(`{"TaskUUID":"${viaScript}","TaskName":"add","State":"SUCCESS","Results":[{"Type":"int64","Value":3}],"Error":"","CreatedAt":"${created}","TTL":0}`);
+    expect(b.replace(viaSet, viaScript).replace(/"CreatedAt":"[^"]*"/, '')).toBe(a.replace(/"CreatedAt":"[^"]*"/, ''));
+    expect(await raw.ttl(viaScript)).toBeGreaterThan(100);
+    await waitFor(() => heard.length > 0);
+    await sub.quit();
+    expect(heard).toEqual([a]);
+  });
+
+  it('keeps the name and creation time of a PENDING write of the same turn it folds', async () => {
+    const uuid = id();
+    const pending = backend.setState({ taskUUID: uuid, taskName: 'x', state: 'PENDING' });
+    const write = backend.scriptedWrite({ taskUUID: uuid, taskName: '', state: 'SUCCESS', results: [] }, everywhere) as ScriptedWrite;
+    await pending;
+    expect(await raw.exists(uuid)).toBe(0);
+    await apply(write);
+    const stored = await backend.getState(uuid);
+    expect(stored?.TaskName).toBe('x');
+    expect(stored?.CreatedAt).not.toBe('0001-01-01T00:00:00Z');
+  });
+
+  it('hands nothing over while a write of the task is on its way, for another store, or for a state that is not completed', async () => {
+    const uuid = id();
+    const success = { taskUUID: uuid, taskName: '', state: 'SUCCESS' } as const;
+    const started = backend.setState({ taskUUID: uuid, taskName: 'add', state: 'STARTED' });
+    const read = backend.getState(uuid); // sends the queued write at once, ahead of its GET
+    // STARTED is sent and not confirmed: a write by another connection could land before it.
+    expect(backend.scriptedWrite(success, everywhere)).toBeUndefined();
+    await started;
+    await read;
+    expect(backend.scriptedWrite(success, everywhere)).toBeDefined();
+
+    const queued = backend.setState({ taskUUID: uuid, taskName: 'add', state: 'STARTED' });
+    // Refused by the broker: the queued write stays queued and is sent.
+    expect(backend.scriptedWrite(success, (store) => store === 'redis://elsewhere:6379/0')).toBeUndefined();
+    expect(backend.scriptedWrite({ taskUUID: uuid, taskName: '', state: 'STARTED' }, everywhere)).toBeUndefined();
+    await queued;
+    expect((await backend.getState(uuid))?.State).toBe('STARTED');
   });
 });
 
