@@ -7,6 +7,7 @@ import {
   type Delivery,
   type Outcome,
   type PlainWrite,
+  type ScriptedWrite,
   type Signature,
   type Subscription,
   corkForTick,
@@ -226,6 +227,41 @@ return {#due, nxt[2] or false}`);
 const PROMOTE_BATCH = 200;
 
 /**
+ * A backend's scripted writes (`ScriptedWrite.lua`, wrapped as a function of its own KEYS and
+ * ARGV), then acks, then the claim of the slots they free: a finished task's state, its ack
+ * and the next messages in one round trip. A write that raises aborts the script before any
+ * ack, so no message is acked without its state.
+ *
+ * KEYS: the acks' store (claimed hash or in-flight list), queue, claimed hash, then the
+ * writes' keys. ARGV: 'hash' | 'list', most messages to take, the number of shared
+ * arguments, the number of arguments per write, then the shared arguments, each write's
+ * arguments, and the members acked (claim numbers, or bodies for the list).
+ */
+function writeAckClaimScript(lua: string): LuaScript {
+  return new LuaScript(`${CLAIM_INTO}
+local function scripted_writes(KEYS, ARGV)
+${lua}
+end
+local nshared, per = tonumber(ARGV[3]), tonumber(ARGV[4])
+local nw = #KEYS - 3
+local wkeys, wargs = {}, {}
+for i = 1, nw do wkeys[i] = KEYS[i + 3] end
+for i = 1, nshared + nw * per do wargs[i] = ARGV[i + 4] end
+scripted_writes(wkeys, wargs)
+local first = 5 + nshared + nw * per
+if ARGV[1] == 'hash' then
+  for i = first, #ARGV, 1000 do redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+else
+  for i = first, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+end
+if tonumber(ARGV[2]) > 0 then return claim_into(KEYS[2], KEYS[3], ARGV[2]) end
+return {}`);
+}
+
+/** Acks carrying writes per script call: as the backend's own batches, a bound on how long one call holds Redis. */
+const WRITE_ACKS_PER_CALL = 256;
+
+/**
  * KEYS: queue, then one key per write. ARGV: 1 the writes' expiries in seconds, separated
  * by spaces; 2 their values, 3 the bodies, each list joined by newlines. The writes land
  * before any worker can see the bodies.
@@ -265,6 +301,15 @@ const PUSH_CHUNK = 100;
 interface Settle {
   resolve(): void;
   reject(error: Error): void;
+}
+
+/** The acks of one turn to one store; with `writes` (one per member), acks that carry writes of one script. */
+interface AckBatch {
+  readonly sub: RedisSubscription;
+  readonly members: string[];
+  readonly byNumber: boolean;
+  readonly done: Settle[];
+  readonly writes?: ScriptedWrite[];
 }
 
 /** Commands sent and not yet answered, with when to give up on them and what to say then. */
@@ -308,7 +353,9 @@ export class RedisBroker implements Broker {
   readonly #id = randomBytes(8).toString('hex');
   readonly #subs = new Set<RedisSubscription>();
   readonly #timers = new Set<NodeJS.Timeout>();
-  readonly #acks = new Map<string, { sub: RedisSubscription; members: string[]; byNumber: boolean; done: Settle[] }>();
+  readonly #acks = new Map<string, AckBatch>();
+  /** The write-ack-claim script of each backend script seen, and a short name for it in batch keys. */
+  readonly #writeScripts = new Map<string, { script: LuaScript; name: string }>();
   readonly #pushes = new Map<string, { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }>();
   /**
    * Commands sent and not yet answered (publishes, and the Redis calls of a stopping consumer or
@@ -688,22 +735,51 @@ export class RedisBroker implements Broker {
    * a busy worker finishes many tasks per turn. Each ack still resolves only once Redis has
    * removed its message.
    */
-  #ack(sub: RedisSubscription, store: string, member: string, byNumber: boolean): Promise<void> {
-    let batch = this.#acks.get(store);
+  #ack(sub: RedisSubscription, store: string, member: string, byNumber: boolean, write?: ScriptedWrite): Promise<void> {
+    // Acks that carry writes gather apart, per backend script and shared arguments: a
+    // failing write must not hold back the plain acks of the turn.
+    const key = write ? `${store}\0${this.#writeScript(write.lua).name}\0${write.args.length}\0${write.shared.join('\0')}` : store;
+    let batch = this.#acks.get(key);
     if (!batch) {
-      batch = { sub, members: [], byNumber, done: [] };
-      this.#acks.set(store, batch);
+      batch = write ? { sub, members: [], byNumber, done: [], writes: [] } : { sub, members: [], byNumber, done: [] };
+      this.#acks.set(key, batch);
       if (this.#acks.size === 1) setImmediate(() => this.#flushAcks());
     }
     batch.members.push(member);
+    if (write) batch.writes?.push(write);
     return new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject }));
+  }
+
+  #writeScript(lua: string): { script: LuaScript; name: string } {
+    let found = this.#writeScripts.get(lua);
+    if (!found) {
+      found = { script: writeAckClaimScript(lua), name: String(this.#writeScripts.size) };
+      this.#writeScripts.set(lua, found);
+    }
+    return found;
+  }
+
+  /**
+   * Applies `write` (a backend's SUCCESS state), then acks the delivery and claims the slot it
+   * frees, in one script batched with the turn's other such acks (see `Delivery.ackAfterWrite`).
+   */
+  ackAfterWrite(sub: RedisSubscription, body: string, claimNo: string | undefined, write: ScriptedWrite): Promise<void> {
+    if (!this.carriesWritesFor(write.store)) return Promise.reject(new Error(`RedisBroker writes to ${this.store}, not ${write.store}`));
+    const store = claimNo === undefined ? this.inflightKey(sub.consumerId) : this.claimedKey(sub.consumerId);
+    return this.#ack(sub, store, claimNo ?? body, claimNo !== undefined, write);
   }
 
   #flushAcks(): void {
     const batches = [...this.#acks];
     this.#acks.clear();
     corkForTick(this.client.stream);
-    for (const [store, { sub, members, byNumber, done }] of batches) {
+    for (const [key, batch] of batches) {
+      if (batch.writes) {
+        this.#sendWriteAcks(batch, batch.writes);
+        continue;
+      }
+      const store = key;
+      const { sub, members, byNumber, done } = batch;
       // The slots these acks free are claimed again in the same script, rather than by a
       // claim that would wait for the acks' reply first.
       const refill = sub.freeSlots(members.length);
@@ -721,6 +797,28 @@ export class RedisBroker implements Broker {
         continue;
       }
       this.#settleAcks(sub, done, sub.claiming(refill, ACK_CLAIM.run(this.client, [store, sub.queue], [refill, ...members]) as Promise<string[]>));
+    }
+  }
+
+  /** Acks that carry writes, in calls of at most WRITE_ACKS_PER_CALL, each with the claim of the slots it frees. */
+  #sendWriteAcks({ sub, members, byNumber, done }: AckBatch, writes: readonly ScriptedWrite[]): void {
+    const first = writes[0];
+    if (!first) return;
+    const { script } = this.#writeScript(first.lua);
+    const store = byNumber ? this.claimedKey(sub.consumerId) : this.inflightKey(sub.consumerId);
+    for (let i = 0; i < members.length; i += WRITE_ACKS_PER_CALL) {
+      const end = Math.min(members.length, i + WRITE_ACKS_PER_CALL);
+      const keys = [store, sub.queue, this.claimedKey(sub.consumerId)];
+      const refill = Math.max(0, sub.freeSlots(end - i));
+      const args: string[] = [byNumber ? 'hash' : 'list', String(refill), String(first.shared.length), String(first.args.length), ...first.shared];
+      for (let k = i; k < end; k++) {
+        const w = writes[k] as ScriptedWrite;
+        keys.push(w.key);
+        for (const a of w.args) args.push(a);
+      }
+      for (let k = i; k < end; k++) args.push(members[k] as string);
+      const sent = script.run(this.client, keys, args) as Promise<string[]>;
+      this.#settleAcks(sub, done.slice(i, end), refill > 0 ? sub.claiming(refill, sent) : sent);
     }
   }
 
@@ -949,6 +1047,15 @@ class RedisSubscription implements Subscription {
     await this.#recorded(d);
   }
 
+  /**
+   * @internal The ack of `d` after `write`. Unlike `settled`, a failure is not sent again:
+   * the caller settles the delivery otherwise (the worker retries the task later).
+   */
+  async ackedAfterWrite(d: RedisDelivery, write: ScriptedWrite): Promise<void> {
+    await this.broker.ackAfterWrite(this, d.body, d.claimNo, write);
+    await this.#recorded(d);
+  }
+
   /** Whether a failed settle of `d` will be sent again by this subscription. */
   retries(d: RedisDelivery): boolean {
     return this.#unrecorded.has(d);
@@ -1060,6 +1167,18 @@ class RedisDelivery implements Delivery {
       // Not recorded by Redis: the message is still in flight. The subscription sends this
       // outcome again itself while it runs; otherwise a later settle may try again.
       if (!this.sub.broker.closed && !this.sub.retries(this)) this.#settled = false;
+      throw error;
+    }
+  }
+
+  async ackAfterWrite(write: ScriptedWrite): Promise<void> {
+    if (this.#settled) return;
+    this.#settled = true;
+    try {
+      await this.sub.ackedAfterWrite(this, write);
+    } catch (error) {
+      // Neither the write nor the ack may have happened: the caller settles it otherwise.
+      if (!this.sub.broker.closed) this.#settled = false;
       throw error;
     }
   }

@@ -1,0 +1,156 @@
+import { RedisBackend } from '@machinery-ts/backend-redis';
+import { type ScriptedWrite, Server, arg, newSignature } from '@machinery-ts/core';
+import { collectDeliveries } from '@machinery-ts/contract-tests';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { RedisBroker } from '../src/index.js';
+import { brokerTestBed, deleteKeys, recordCommands, sleep, uniqueNames, waitAllSuccess } from './support.js';
+
+const { url, queue, keyPrefix, redis, broker } = brokerTestBed('wack');
+const written: string[] = [];
+afterAll(async () => {
+  await deleteKeys(redis, written);
+});
+
+/** A scripted write of the simplest kind: KEYS[i] set to the shared prefix and the write's own value. */
+const setTo = (key: string, value: string, store = broker.store): ScriptedWrite => {
+  written.push(key);
+  return { store, lua: "for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1] .. ARGV[1 + i]) end", shared: ['v:'], key, args: [value] };
+};
+
+describe('RedisBroker ackAfterWrite', () => {
+  it('applies the write, acks, and claims the freed slot, in one call; a write that raises acks nothing and the delivery can still be settled', async () => {
+    await broker.publishBatch(['a', 'b', 'c'].map((UUID) => newSignature({ Name: 'noop', UUID })));
+    const c = collectDeliveries();
+    const sub = await broker.consume(queue, { prefetch: 2, onDelivery: c.onDelivery, consumerTag: 'wack' });
+    await c.until(2);
+    const claimed = (await redis.keys(`${keyPrefix}claimed:wack:*`))[0] as string;
+    const [first, second] = c.got as [(typeof c.got)[number], (typeof c.got)[number]];
+    const [k1, k2] = [`${queue}_k1`, `${queue}_k2`];
+
+    const recorded = recordCommands(broker.client);
+    await first.ackAfterWrite?.(setTo(k1, 'one'));
+    recorded.stop();
+    expect(await redis.get(k1)).toBe('v:one');
+    // One script call carried the write, the ack and the claim of the third message (an EVAL
+    // follows only when the server did not have the script yet).
+    expect(recorded.names().filter((n) => n !== 'eval')).toEqual(['evalsha']);
+    await c.until(3);
+    expect(await redis.hlen(claimed)).toBe(3); // the second, the third, and the '#' counter
+
+    const failing: ScriptedWrite = { store: broker.store, lua: "error('refused')", shared: [], key: k2, args: [] };
+    await expect(second.ackAfterWrite?.(failing)).rejects.toThrow(/refused/);
+    expect(await redis.hlen(claimed)).toBe(3);
+    expect(await redis.exists(k2)).toBe(0);
+    // Still unsettled: the caller gives it back another way.
+    await second.settle({ kind: 'requeue' });
+    expect(await redis.lrange(queue, 0, -1)).toEqual([second.body]);
+
+    await expect(c.got[2]?.ackAfterWrite?.(setTo(k2, 'x', 'redis://127.0.0.1:1/0'))).rejects.toThrow(/RedisBroker writes to redis:\/\/.*, not redis:\/\/127\.0\.0\.1:1\/0/);
+    await c.got[2]?.settle({ kind: 'ack' });
+    await sub.stop();
+    await redis.del(queue);
+  });
+});
+
+describe('a worker whose backend shares the broker\'s Redis', () => {
+  const names = uniqueNames('wackw');
+  const uuids: string[] = [];
+  const raw = new Redis(url);
+  afterAll(async () => {
+    await deleteKeys(raw, [names.queue, names.delayedTasksKey, ...uuids], names.keyPrefix);
+    await raw.quit();
+  });
+  const newServer = (backendUrl = url): Server =>
+    new Server({
+      defaultQueue: names.queue,
+      broker: new RedisBroker({ url, defaultQueue: names.queue, delayedTasksKey: names.delayedTasksKey, keyPrefix: names.keyPrefix }),
+      backend: new RedisBackend({ url: backendUrl, resultsExpireIn: 600 }),
+    });
+  const successWrites = (calls: string[][]): number => calls.filter((call) => call.some((a) => a.includes('"State":"SUCCESS"'))).length;
+
+  it('writes each SUCCESS in the script that acks its delivery: the backend sends none, the documents keep their PENDING name and time', async () => {
+    const server = newServer();
+    server.registerTask('add', ([a, b]) => BigInt(a as bigint) + BigInt(b as bigint));
+    const sent = await server.sendTasks(Array.from({ length: 30 }, (_, i) => ({ Name: 'add', Args: [arg('int64', BigInt(i)), arg('int64', 1n)] })));
+    const ids = sent.map((r) => r.taskUUID);
+    uuids.push(...ids);
+    const pendingAt = new Map((await raw.mget(ids)).map((t, i) => [ids[i], (JSON.parse(t as string) as { CreatedAt: string }).CreatedAt]));
+    const backendCalls = recordCommands((server.backend as RedisBackend).client);
+    const brokerCalls = recordCommands((server.broker as RedisBroker).client);
+    const worker = server.newWorker({ concurrency: 5, handleSignals: false });
+    await worker.start();
+    expect(await waitAllSuccess(raw, ids, 15_000)).toBe(30);
+    await worker.stop();
+    backendCalls.stop();
+    brokerCalls.stop();
+    expect(successWrites(backendCalls.calls)).toBe(0);
+    expect(successWrites(brokerCalls.calls)).toBeGreaterThan(0);
+    const docs = await raw.mget(ids);
+    docs.forEach((t, i) => {
+      const doc = JSON.parse(t as string) as { TaskName: string; CreatedAt: string; Results: { Value: number }[] };
+      expect(doc.TaskName).toBe('add');
+      expect(doc.CreatedAt).toBe(pendingAt.get(ids[i]));
+      expect(doc.Results[0]?.Value).toBe(i + 1);
+    });
+    expect(await Promise.all(sent.slice(0, 3).map((r) => r.get({ timeoutMs: 2000 })))).toEqual([[1n], [2n], [3n]]);
+    expect(await raw.keys(`${names.keyPrefix}claimed:*`)).toEqual([]);
+    await server.close();
+  });
+
+  it('leaves the write to the backend where the stores differ, and where onPostTask must see the state stored (as in Go)', async () => {
+    for (const variant of ['other database', 'onPostTask'] as const) {
+      const other = url.replace(/\/\d*$/, '') + '/1';
+      const server = newServer(variant === 'other database' ? other : url);
+      server.registerTask('echo', ([s]) => s);
+      const seenAfter: (string | undefined)[] = [];
+      const backendCalls = recordCommands((server.backend as RedisBackend).client);
+      const worker = server.newWorker({
+        concurrency: 2,
+        handleSignals: false,
+        ...(variant === 'onPostTask' ? { onPostTask: async (sig) => void seenAfter.push((await server.backend.getState(sig.UUID))?.State) } : {}),
+      });
+      await worker.start();
+      const r = await server.sendTask({ Name: 'echo', Args: [arg('string', variant)] });
+      uuids.push(r.taskUUID);
+      expect(await r.get({ timeoutMs: 5000 })).toEqual([variant]);
+      await worker.stop();
+      backendCalls.stop();
+      expect(successWrites(backendCalls.calls)).toBe(1);
+      if (variant === 'onPostTask') expect(seenAfter).toEqual(['SUCCESS']);
+      if (variant === 'other database') await (server.backend as RedisBackend).client.del(r.taskUUID);
+      await server.close();
+    }
+  });
+
+  it('a SUCCESS the script cannot write is reported, nothing is acked, and the task goes back for a later run', async () => {
+    const server = newServer();
+    let ran = 0;
+    server.registerTask('echo', ([s]) => {
+      ran += 1;
+      return s;
+    });
+    const r = await server.sendTask({ Name: 'echo', Args: [arg('string', 'x')] });
+    uuids.push(r.taskUUID);
+    // The state script's GET fails on a hash (WRONGTYPE), after the worker has read the message.
+    await raw.del(r.taskUUID);
+    await raw.hset(r.taskUUID, 'not', 'a state');
+    const errors: Error[] = [];
+    const worker = server.newWorker({ concurrency: 1, handleSignals: false, onError: (e) => errors.push(e) });
+    const brokerCalls = recordCommands((server.broker as RedisBroker).client);
+    await worker.start();
+    for (let i = 0; i < 200 && !errors.some((e) => /WRONGTYPE/.test(e.message)); i++) await sleep(10);
+    await worker.stop();
+    brokerCalls.stop();
+    expect(ran).toBeGreaterThanOrEqual(1);
+    expect(errors.some((e) => /WRONGTYPE/.test(e.message))).toBe(true);
+    // The failing call was the write-and-ack script, on the broker's connection.
+    expect(brokerCalls.calls.some((call) => call[0] === 'evalsha' && call.includes(r.taskUUID))).toBe(true);
+    expect(await raw.type(r.taskUUID)).toBe('hash');
+    // Not acked and not lost: waiting for its retry in the delayed set (or already back in the queue).
+    const waiting = [...(await raw.zrange(names.delayedTasksKey, 0, -1)), ...(await raw.lrange(names.queue, 0, -1))];
+    expect(waiting.filter((b) => b.includes(r.taskUUID))).toHaveLength(1);
+    await server.close();
+    await raw.del(names.delayedTasksKey, names.queue);
+  });
+});
