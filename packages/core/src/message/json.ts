@@ -66,3 +66,29 @@ export function stringifyExactJson(value: unknown): string {
     return losslessStringify(value) ?? 'null';
   }
 }
+
+/** Printable ASCII other than `"` and `\\`: what `JSON.stringify` writes back unchanged. */
+const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/** `JSON.stringify(s)`, without the call for a string that needs no escaping (UUIDs, names, times). */
+export function jsonString(s: string): string {
+  return PLAIN_ASCII.test(s) ? `"${s}"` : JSON.stringify(s);
+}
+
+/**
+ * `JSON.stringify(v)` for a value `JSON.stringify` writes the same at the top level as inside
+ * an object: a finite number, a string, a boolean or null. `undefined` for anything else
+ * (which the caller then encodes the general way).
+ */
+export function jsonScalar(v: unknown): string | undefined {
+  switch (typeof v) {
+    case 'string':
+      return jsonString(v);
+    case 'number':
+      return Number.isFinite(v) ? String(v) : undefined;
+    case 'boolean':
+      return v ? 'true' : 'false';
+    default:
+      return v === null ? 'null' : undefined;
+  }
+}
