@@ -21,7 +21,7 @@ import {
   isCompleted,
   mergeTaskState,
   waitForAnnouncedState,
-  stringifyExactJson,
+  jsonString,
 } from '@machinery-ts/core';
 import { RESET_CHORD_LUA, SET_STATES_LUA, TRIGGER_CHORD_LUA } from './scripts.js';
 import { StateBatch } from './state-batch.js';
@@ -69,6 +69,9 @@ interface ScriptedRedis {
 }
 
 const TAIL = ',"TTL":0}';
+/** How a document with an empty id and name starts, and how one with an empty time ends. */
+const BLANK_LEAD = '{"TaskUUID":"","TaskName":""';
+const BLANK_TRAIL = '"","TTL":0}';
 
 /** A queued state write; `base` is the PENDING document of the same batch it replaced, if any. */
 interface QueuedState {
@@ -234,13 +237,19 @@ export class RedisBackend implements Backend {
     const channel = completed ? stateChannel(update.taskUUID) : '';
     const sender = completed && update.announceTo?.startsWith(REPLY_CHANNEL_PREFIX) ? update.announceTo : '';
     if (base) return ['D', encodeTaskState(mergeTaskState(update, base)), '', '', channel, sender];
-    const head = `${stringifyExactJson({ TaskUUID: update.taskUUID }).slice(0, -1)},"TaskName":`;
-    const rest = stringifyExactJson({
+    // The document with an empty id, name and time, cut around the name and the time: the
+    // script fills those in from the stored document.
+    const blank = encodeTaskState({
+      TaskUUID: '',
+      TaskName: '',
       State: update.state,
-      Results: update.state === TaskStates.SUCCESS ? (update.results ?? []).map((r) => ({ Type: r.Type, Value: r.Value })) : null,
+      Results: update.state === TaskStates.SUCCESS ? [...(update.results ?? [])] : null,
       Error: update.state === TaskStates.FAILURE ? (update.error ?? '') : '',
+      CreatedAt: '',
+      TTL: 0,
     });
-    return ['S', head, `,${rest.slice(1, -1)},"CreatedAt":`, update.taskName, channel, sender];
+    const middle = blank.slice(BLANK_LEAD.length, blank.length - BLANK_TRAIL.length);
+    return ['S', `{"TaskUUID":${jsonString(update.taskUUID)},"TaskName":`, middle, update.taskName, channel, sender];
   }
 
   // Every other command first sends the queued state writes, so it is applied after them.
