@@ -13,6 +13,7 @@ import {
   resultsFromWire,
   toWire,
   type Signature,
+  type TaskState,
   type WireValue,
 } from '../src/index.js';
 
@@ -81,6 +82,35 @@ describe('the task message (reference §1, §13)', () => {
     expect(decodeSignature('{"Name":"\\"__proto__\\": x"}').Name).toBe('"__proto__": x');
   });
 
+  it('a message as Go writes it decodes the same by the quick path as by the key-folding reader', () => {
+    const texts = [
+      GO_ADD,
+      GO_ADD.replace('"ETA":null', '"ETA":"2026-11-22T20:18:13.156749485Z"').replace('"Priority":0', '"Priority":255'),
+      GO_ADD.replace(/"Args":\[.*?\]/, '"Args":null').replace('"Headers":{}', '"Headers":null'),
+      GO_ADD.replace('"Value":1}', '"Value":null}').replace('"Headers":{}', '"Headers":{"trace":"x","n":2}'),
+      GO_ADD.replace('"Value":1}', '"Value":18446744073709551615}').replace('"Value":1}', '"Value":[1,"a",true]}'),
+    ];
+    for (const text of texts) {
+      // Lower-case keys make the quick path decline (Go's decoder accepts them).
+      const folded = text.replace(/"(UUID|Name|RoutingKey|Args|Priority|Value)":/g, (_m, k: string) => `"${k.toLowerCase()}":`);
+      expect(folded).not.toBe(text);
+      expect(decodeSignature(text)).toStrictEqual(decodeSignature(folded));
+    }
+    expect(decodeSignature(texts[4] as string).Args?.[0]?.Value).toBe(18446744073709551615n);
+    // Shapes the quick path declines still decode, or are refused, as before.
+    expect(decodeSignature(GO_ADD.replace('"OnSuccess":null', '"OnSuccess":[]')).OnSuccess).toEqual([]);
+    expect(() => decodeSignature(GO_ADD.replace('"Priority":0', '"Priority":256'))).toThrow(/does not fit uint8/);
+    expect(() => decodeSignature(GO_ADD.replace('"ETA":null', '"ETA":"soon"'))).toThrow(/RFC 3339/);
+  });
+
+  it('refuses a forbidden key also in a message with a number beyond 2^53, and keeps such numbers exact', () => {
+    expect(() => decodeSignature('{"Name":"a","RetryCount":9007199254740993,"Headers":{"__proto__":{"x":1}}}')).toThrow(/forbidden key "__proto__"/);
+    expect(decodeSignature('{"Name":"a","Args":[{"Type":"int64","Value":-9007199254740993}]}').Args?.[0]?.Value).toBe(-9007199254740993n);
+    // Nesting JSON.parse accepts does not overflow the stack of the key check.
+    const deep = `{"Name":"a","Headers":{"h":${'['.repeat(20000)}${']'.repeat(20000)}}}`;
+    expect(decodeSignature(deep).Name).toBe('a');
+  });
+
   it('gives new ids Go\'s shape', () => {
     expect(newTaskUUID()).toMatch(/^task_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   });
@@ -123,14 +153,14 @@ describe('the template encoders give what JSON.stringify gives, for every shape'
     sig.BrokerMessageGroupId = text;
     sig.SQSReceiptHandle = text;
     expect(encodeSignature(sig)).toBe(reference(sig));
-    const state = { TaskUUID: text, TaskName: text, State: 'SUCCESS', Results: [{ Type: text, Value: text }], Error: text, CreatedAt: text, TTL: 0 } as const;
+    const state: TaskState = { TaskUUID: text, TaskName: text, State: 'SUCCESS', Results: [{ Type: text, Value: text }], Error: text, CreatedAt: text, TTL: 0 };
     expect(encodeTaskState(state)).toBe(JSON.stringify(state));
   });
 
   it.each(values.map((v) => [JSON.stringify(v), v] as const))('an argument, header and result value %s', (_name, value) => {
     const sig = newSignature({ Name: 'x', Args: [{ Name: '', Type: 'int64', Value: value }], Headers: { h: value } });
     expect(encodeSignature(sig)).toBe(reference(sig));
-    const state = { TaskUUID: 'u', TaskName: 'x', State: 'SUCCESS', Results: [{ Type: 'int64', Value: value }], Error: '', CreatedAt: 'c', TTL: 0 } as const;
+    const state: TaskState = { TaskUUID: 'u', TaskName: 'x', State: 'SUCCESS', Results: [{ Type: 'int64', Value: value }], Error: '', CreatedAt: 'c', TTL: 0 };
     expect(encodeTaskState(state)).toBe(JSON.stringify(state));
   });
 
@@ -148,7 +178,7 @@ describe('the template encoders give what JSON.stringify gives, for every shape'
       Object.assign(newSignature({ Name: 'headers with a prototype' }), { Headers: Object.assign(Object.create({ inherited: 1 }) as object, { own: 2 }) }),
     ];
     for (const sig of shapes) expect(encodeSignature(sig), sig.Name).toBe(reference(sig));
-    const big = { TaskUUID: 'u', TaskName: 'x', State: 'SUCCESS', Results: [{ Type: 'uint64', Value: 18446744073709551615n }], Error: '', CreatedAt: 'c', TTL: 0 } as const;
+    const big: TaskState = { TaskUUID: 'u', TaskName: 'x', State: 'SUCCESS', Results: [{ Type: 'uint64', Value: 18446744073709551615n }], Error: '', CreatedAt: 'c', TTL: 0 };
     expect(encodeTaskState(big)).toBe('{"TaskUUID":"u","TaskName":"x","State":"SUCCESS","Results":[{"Type":"uint64","Value":18446744073709551615}],"Error":"","CreatedAt":"c","TTL":0}');
   });
 });

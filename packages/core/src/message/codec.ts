@@ -10,7 +10,6 @@ import {
   type WireValue,
   GO_ZERO_TIME,
   TaskStates,
-  newSignature,
 } from './signature.js';
 import { parseRfc3339 } from './time.js';
 
@@ -216,6 +215,79 @@ export function decodeGroupMeta(text: string): GroupMeta {
 
 function signatureFrom(value: unknown, where: string): Signature {
   const obj = asObject(value, where);
+  return exactSignature(obj) ?? readSignature(obj, where);
+}
+
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+/**
+ * The message as Go writes it: every key in its exact case, each value of its field's type,
+ * no callbacks. Read with a fixed property name each (a fast load from objects of the same
+ * shape) instead of one lookup by name per field; `undefined` for anything else, which the
+ * general reader takes, with the same result.
+ */
+function exactSignature(obj: Record<string, unknown>): Signature | undefined {
+  const { UUID, Name, RoutingKey, ETA, GroupUUID, GroupTaskCount, Args, Headers, Priority, Immutable, RetryCount, RetryTimeout } = obj;
+  const { OnSuccess, OnError, ChordCallback, BrokerMessageGroupId, SQSReceiptHandle, StopTaskDeletionOnError, IgnoreWhenTaskNotRegistered } = obj;
+  if (
+    typeof UUID !== 'string' ||
+    typeof Name !== 'string' ||
+    typeof RoutingKey !== 'string' ||
+    typeof GroupUUID !== 'string' ||
+    typeof BrokerMessageGroupId !== 'string' ||
+    typeof SQSReceiptHandle !== 'string' ||
+    typeof Immutable !== 'boolean' ||
+    typeof StopTaskDeletionOnError !== 'boolean' ||
+    typeof IgnoreWhenTaskNotRegistered !== 'boolean' ||
+    !isInt(GroupTaskCount) ||
+    !isInt(RetryCount) ||
+    !isInt(RetryTimeout) ||
+    !isInt(Priority) ||
+    Priority < 0 ||
+    Priority > 255 ||
+    OnSuccess !== null ||
+    OnError !== null ||
+    ChordCallback !== null ||
+    !(Args === null || Array.isArray(Args)) ||
+    !(Headers === null || (typeof Headers === 'object' && !Array.isArray(Headers))) ||
+    !(ETA === null || (typeof ETA === 'string' && parseRfc3339(ETA) !== null))
+  ) {
+    return undefined;
+  }
+  let args: Arg[] | null = null;
+  if (Args) {
+    args = [];
+    for (const a of Args as unknown[]) {
+      if (a === null || typeof a !== 'object' || Array.isArray(a)) return undefined;
+      const { Name: argName, Type, Value } = a as Record<string, unknown>;
+      if (typeof argName !== 'string' || typeof Type !== 'string' || Value === undefined) return undefined;
+      args.push({ Name: argName, Type, Value: Value as WireValue });
+    }
+  }
+  return {
+    UUID,
+    Name,
+    RoutingKey,
+    ETA,
+    GroupUUID,
+    GroupTaskCount,
+    Args: args,
+    Headers: Headers as Record<string, WireValue> | null,
+    Priority,
+    Immutable,
+    RetryCount,
+    RetryTimeout,
+    OnSuccess: null,
+    OnError: null,
+    ChordCallback: null,
+    BrokerMessageGroupId,
+    SQSReceiptHandle,
+    StopTaskDeletionOnError,
+    IgnoreWhenTaskNotRegistered,
+  };
+}
+
+function readSignature(obj: Record<string, unknown>, where: string): Signature {
   const f = fieldReader(obj, where);
   const priority = f.int('Priority');
   if (priority < 0 || priority > 255) throw new MalformedMessageError(`${where}.Priority ${priority} does not fit uint8`);
@@ -228,7 +300,9 @@ function signatureFrom(value: unknown, where: string): Signature {
     throw new MalformedMessageError(`${where}.Headers must be an object or null`);
   }
   const callback = f.raw('ChordCallback');
-  const sig = newSignature({
+  // In newSignature's field order (the same object shape as exactSignature's); a decoded null
+  // Headers stays null.
+  return {
     UUID: f.string('UUID'),
     Name: f.string('Name'),
     RoutingKey: f.string('RoutingKey'),
@@ -248,10 +322,7 @@ function signatureFrom(value: unknown, where: string): Signature {
     SQSReceiptHandle: f.string('SQSReceiptHandle'),
     StopTaskDeletionOnError: f.bool('StopTaskDeletionOnError'),
     IgnoreWhenTaskNotRegistered: f.bool('IgnoreWhenTaskNotRegistered'),
-  });
-  // newSignature defaults Headers to {} as a Go producer sends; a decoded null stays null.
-  sig.Headers = (headers as Record<string, WireValue> | null | undefined) ?? null;
-  return sig;
+  };
 }
 
 function argFrom(value: unknown, where: string): Arg {
