@@ -707,7 +707,7 @@ export class RedisBroker implements Broker {
 
   /** `claimNo`: the delivery's number in the consumer's claimed hash; absent for the blocking list. */
   async settle(sub: RedisSubscription, body: string, claimNo: string | undefined, outcome: Outcome): Promise<void> {
-    const store = claimNo === undefined ? this.inflightKey(sub.consumerId) : this.claimedKey(sub.consumerId);
+    const store = claimNo === undefined ? sub.inflight : sub.claimed;
     if (outcome.kind === 'ack') return this.#ack(sub, store, claimNo ?? body, claimNo !== undefined);
     const [target, mode, extra] =
       outcome.kind === 'requeue'
@@ -738,7 +738,7 @@ export class RedisBroker implements Broker {
   #ack(sub: RedisSubscription, store: string, member: string, byNumber: boolean, write?: ScriptedWrite): Promise<void> {
     // Acks that carry writes gather apart, per backend script and shared arguments: a
     // failing write must not hold back the plain acks of the turn.
-    const key = write ? `${store}\0${this.#writeScript(write.lua).name}\0${write.args.length}\0${write.shared.join('\0')}` : store;
+    const key = write ? this.#writeAckKey(store, write) : store;
     let batch = this.#acks.get(key);
     if (!batch) {
       batch = write ? { sub, members: [], byNumber, done: [], writes: [] } : { sub, members: [], byNumber, done: [] };
@@ -748,6 +748,17 @@ export class RedisBroker implements Broker {
     batch.members.push(member);
     if (write) batch.writes?.push(write);
     return new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject }));
+  }
+
+  /** The last batch key made for acks carrying writes: a worker's writes all share one, made once. */
+  #lastWriteAck: { store: string; lua: string; shared: readonly string[]; perWrite: number; key: string } | undefined;
+
+  #writeAckKey(store: string, write: ScriptedWrite): string {
+    const last = this.#lastWriteAck;
+    if (last && last.store === store && last.lua === write.lua && last.shared === write.shared && last.perWrite === write.args.length) return last.key;
+    const key = `${store}\0${this.#writeScript(write.lua).name}\0${write.args.length}\0${write.shared.join('\0')}`;
+    this.#lastWriteAck = { store, lua: write.lua, shared: write.shared, perWrite: write.args.length, key };
+    return key;
   }
 
   #writeScript(lua: string): { script: LuaScript; name: string } {
@@ -765,8 +776,7 @@ export class RedisBroker implements Broker {
    */
   ackAfterWrite(sub: RedisSubscription, body: string, claimNo: string | undefined, write: ScriptedWrite): Promise<void> {
     if (!this.carriesWritesFor(write.store)) return Promise.reject(new Error(`RedisBroker writes to ${this.store}, not ${write.store}`));
-    const store = claimNo === undefined ? this.inflightKey(sub.consumerId) : this.claimedKey(sub.consumerId);
-    return this.#ack(sub, store, claimNo ?? body, claimNo !== undefined, write);
+    return this.#ack(sub, claimNo === undefined ? sub.inflight : sub.claimed, claimNo ?? body, claimNo !== undefined, write);
   }
 
   #flushAcks(): void {
@@ -785,8 +795,7 @@ export class RedisBroker implements Broker {
       const refill = sub.freeSlots(members.length);
       if (!byNumber) {
         if (refill > 0) {
-          const claimed = this.claimedKey(sub.consumerId);
-          this.#settleAcks(sub, done, sub.claiming(refill, ACK_LIST_CLAIM.run(this.client, [store, sub.queue, claimed], [refill, ...members]) as Promise<string[]>));
+          this.#settleAcks(sub, done, sub.claiming(refill, ACK_LIST_CLAIM.run(this.client, [store, sub.queue, sub.claimed], [refill, ...members]) as Promise<string[]>));
         } else {
           this.#settleAcks(sub, done, members.length === 1 ? this.client.lrem(store, 1, members[0] as string) : ACK.run(this.client, [store], members));
         }
@@ -805,10 +814,10 @@ export class RedisBroker implements Broker {
     const first = writes[0];
     if (!first) return;
     const { script } = this.#writeScript(first.lua);
-    const store = byNumber ? this.claimedKey(sub.consumerId) : this.inflightKey(sub.consumerId);
+    const store = byNumber ? sub.claimed : sub.inflight;
     for (let i = 0; i < members.length; i += WRITE_ACKS_PER_CALL) {
       const end = Math.min(members.length, i + WRITE_ACKS_PER_CALL);
-      const keys = [store, sub.queue, this.claimedKey(sub.consumerId)];
+      const keys = [store, sub.queue, sub.claimed];
       const refill = Math.max(0, sub.freeSlots(end - i));
       const args: string[] = [byNumber ? 'hash' : 'list', String(refill), String(first.shared.length), String(first.args.length), ...first.shared];
       for (let k = i; k < end; k++) {
@@ -889,6 +898,9 @@ export class RedisBroker implements Broker {
 }
 
 class RedisSubscription implements Subscription {
+  /** This consumer's claimed hash and blocking list (see `RedisBroker.claimedKey`, `inflightKey`). */
+  readonly claimed: string;
+  readonly inflight: string;
   #stopped = false;
   #loop: Promise<void> = Promise.resolve();
   #outstanding = new Set<RedisDelivery>();
@@ -910,7 +922,10 @@ class RedisSubscription implements Subscription {
     readonly consumerId: string,
     readonly blocking: Redis,
     readonly onGone: () => void,
-  ) {}
+  ) {
+    this.claimed = broker.claimedKey(consumerId);
+    this.inflight = broker.inflightKey(consumerId);
+  }
 
   get holdsLease(): boolean {
     return !this.#released;
@@ -927,7 +942,7 @@ class RedisSubscription implements Subscription {
    * delivered by the time it arrives; numbers claimed after it are not in it. Public for tests.
    */
   async returnStranded(): Promise<number> {
-    const claimed = this.broker.claimedKey(this.consumerId);
+    const claimed = this.claimed;
     // Claims issued before the snapshot ran before it; their deliveries must be counted as held.
     const earlier = [...this.#claimsPending];
     const fields = await this.broker.client.hkeys(claimed);
@@ -980,8 +995,7 @@ class RedisSubscription implements Subscription {
   }
 
   async #run(): Promise<void> {
-    const inflight = this.broker.inflightKey(this.consumerId);
-    const claimed = this.broker.claimedKey(this.consumerId);
+    const { inflight, claimed } = this;
     // After a blocking claim delivers, the queue was just empty: the next wait is blocking
     // too rather than a claim that would come back empty (one command per message less at a
     // trickle). A burst is picked up in batches by the refill that rides on each ack.

@@ -439,12 +439,12 @@ export class Worker {
     if (!delivery.ackAfterWrite || this.#opts.onPostTask || sig.OnSuccess?.length || (sig.GroupUUID && sig.ChordCallback)) return undefined;
     const { backend, broker } = this.#server;
     if (!backend.scriptedWrite || !broker.carriesWritesFor || backend.capabilities.storesStates === false) return undefined;
-    const write = backend.scriptedWrite(
-      { taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results, ...announce(sig) },
-      (store) => broker.carriesWritesFor?.(store) === true,
-    );
+    const write = backend.scriptedWrite({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results, ...announce(sig) }, this.#carried);
     return write ? { kind: 'write-then-ack', write } : undefined;
   }
+
+  /** Whether the broker can apply a write meant for `store` (one function for every task). */
+  readonly #carried = (store: string): boolean => this.#server.broker.carriesWritesFor?.(store) === true;
 
   /** Extends the delivery at half the broker's redelivery timeout while a task runs. */
   #keepLeased(delivery: Delivery): { stop(): void } | undefined {
