@@ -1186,7 +1186,8 @@ class RedisDelivery implements Delivery {
   }
 
   async ackAfterWrite(write: ScriptedWrite): Promise<void> {
-    if (this.#settled) return;
+    // Unlike a second settle, not ignored: the write would be lost with it.
+    if (this.#settled) throw new Error('RedisBroker: ackAfterWrite of a delivery already settled (or given back when its consumer closed); nothing written');
     this.#settled = true;
     try {
       await this.sub.ackedAfterWrite(this, write);

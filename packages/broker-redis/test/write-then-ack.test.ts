@@ -123,6 +123,33 @@ describe('a worker whose backend shares the broker\'s Redis', () => {
     }
   });
 
+  it('a task that finishes after its consumer closed and gave it back still has its SUCCESS written, by the backend', async () => {
+    const server = newServer();
+    let release: (() => void) | undefined;
+    server.registerTask('slow', async () => {
+      await new Promise<void>((r) => (release = r));
+      return 'done';
+    });
+    const worker = server.newWorker({ concurrency: 1, handleSignals: false, onError: () => {} });
+    await worker.start();
+    const r = await server.sendTask({ Name: 'slow' });
+    uuids.push(r.taskUUID);
+    for (let i = 0; i < 200 && !release; i++) await sleep(10);
+    // The broker closes under the running task: its message goes back to the queue.
+    await server.broker.close();
+    expect((await raw.lrange(names.queue, 0, -1)).filter((b) => b.includes(r.taskUUID))).toHaveLength(1);
+    release?.();
+    let state: string | undefined;
+    for (let i = 0; i < 200 && state !== 'SUCCESS'; i++) {
+      await sleep(10);
+      state = (JSON.parse((await raw.get(r.taskUUID)) ?? '{}') as { State?: string }).State;
+    }
+    expect(state).toBe('SUCCESS');
+    await worker.stop();
+    await server.close();
+    await raw.del(names.queue);
+  });
+
   it('a SUCCESS the script cannot write is reported, nothing is acked, and the task goes back for a later run', async () => {
     const server = newServer();
     let ran = 0;

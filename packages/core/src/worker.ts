@@ -1,5 +1,5 @@
 import { announcedOn } from './announce.js';
-import type { ScriptedWrite } from './contracts/backend.js';
+import type { ScriptedWrite, StateUpdate } from './contracts/backend.js';
 import type { Delivery, Outcome, Subscription } from './contracts/broker.js';
 import {
   MalformedMessageError,
@@ -287,10 +287,16 @@ export class Worker {
         try {
           await (delivery.ackAfterWrite as (write: ScriptedWrite) => Promise<void>)(settlement.write);
           return;
-        } catch (err) {
-          // Neither the state nor the ack may have been recorded: as for a failed state write.
-          this.#reportError(err as Error);
-          outcome = RETRY_SOON;
+        } catch {
+          // Neither the state nor the ack may have been made (a refused write, a lost reply, a
+          // consumer closed under it): the outcome goes the usual way, its state write first.
+          outcome = await this.#server.backend.setState(settlement.update).then(
+            () => ACK,
+            (err: unknown) => {
+              this.#reportError(err as Error);
+              return RETRY_SOON;
+            },
+          );
         }
       } else {
         outcome = settlement;
@@ -439,8 +445,9 @@ export class Worker {
     if (!delivery.ackAfterWrite || this.#opts.onPostTask || sig.OnSuccess?.length || (sig.GroupUUID && sig.ChordCallback)) return undefined;
     const { backend, broker } = this.#server;
     if (!backend.scriptedWrite || !broker.carriesWritesFor || backend.capabilities.storesStates === false) return undefined;
-    const write = backend.scriptedWrite({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results, ...announce(sig) }, this.#carried);
-    return write ? { kind: 'write-then-ack', write } : undefined;
+    const update: StateUpdate = { taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.SUCCESS, results, ...announce(sig) };
+    const write = backend.scriptedWrite(update, this.#carried);
+    return write ? { kind: 'write-then-ack', write, update } : undefined;
   }
 
   /** Whether the broker can apply a write meant for `store` (one function for every task). */
@@ -606,8 +613,11 @@ const ACK: Outcome = Object.freeze({ kind: 'ack' });
 /** After an outcome that could not be recorded (a state write failed): run the task again. */
 const RETRY_SOON: Outcome = Object.freeze({ kind: 'retry-later', delayMs: 1000 });
 
-/** An `Outcome`, or a SUCCESS write the broker applies before it acks (`Delivery.ackAfterWrite`). */
-type Settlement = Outcome | { readonly kind: 'write-then-ack'; readonly write: ScriptedWrite };
+/**
+ * An `Outcome`, or a SUCCESS write the broker applies before it acks (`Delivery.ackAfterWrite`),
+ * with the update it was made from, for the usual way should that fail.
+ */
+type Settlement = Outcome | { readonly kind: 'write-then-ack'; readonly write: ScriptedWrite; readonly update: StateUpdate };
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function';

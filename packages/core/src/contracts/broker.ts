@@ -128,8 +128,11 @@ export interface Delivery {
    * Applies `write` (a backend's `scriptedWrite`), then acks, in one step on the server (one
    * Redis script, batched with the other acks of the turn): the ack is made only if the write
    * was. Rejects when either may not have happened; the delivery is then still unsettled
-   * and the caller settles it otherwise. Offered by brokers whose `carriesWritesFor`
-   * accepts the write's store; the caller checks that first.
+   * and the caller settles it otherwise (the worker writes the state the usual way, then
+   * acks). Unlike a second `settle`, a call for a delivery already settled (or given back by
+   * a closing consumer) rejects rather than being ignored, as the write would be lost with it.
+   * Offered by brokers whose `carriesWritesFor` accepts the write's store; the caller checks
+   * that first.
    */
   ackAfterWrite?(write: ScriptedWrite): Promise<void>;
 }
