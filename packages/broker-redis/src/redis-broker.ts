@@ -535,10 +535,11 @@ export class RedisBroker implements Broker {
         expiries.push(w.expireSeconds);
         values.push(w.value);
       }
-      // A string with a newline of its own (no JSON.stringify output has one) would split in
-      // two: such a chunk goes as one MULTI instead, which Redis refuses whole if it refuses a
-      // SET (ACL, out of memory), so no task shows without its state there either.
-      if (values.some(hasNewline) || bodies.some(hasNewline)) {
+      // A value with a newline of its own would split in two: such a chunk goes as one MULTI
+      // instead, which Redis refuses whole if it refuses a SET (ACL, out of memory), so no task
+      // shows without its state there either. Values come from a backend; bodies are
+      // encodeSignature's JSON, which never holds a raw newline, so they need no look.
+      if (values.some(hasNewline)) {
         const tx = this.client.multi();
         for (const w of carried) tx.set(w.key, w.value, 'EX', w.expireSeconds);
         tx.rpush(queue, ...bodies);

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type WireValue, newSignature } from '@machinery-ts/core';
+import { type WireValue, encodeSignature, newSignature } from '@machinery-ts/core';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { RedisBroker } from '../src/index.js';
@@ -193,6 +193,16 @@ describe('a PENDING state carried with its task', () => {
     await Promise.all(sigs.map((s, i) => broker.publishAfterWrite(s, { store, key: s.UUID, value: values[i]!, expireSeconds: 60 })));
     expect(await redis.mget(...sigs.map((s) => s.UUID))).toEqual(values);
     expect((await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual(sigs.map((s) => s.UUID));
+  });
+
+  it('a task whose name and arguments hold newlines goes out whole: its body, as encoded, holds none raw', async () => {
+    await redis.del(queue);
+    const store = broker.store;
+    const sigs = [0, 1].map((i) => newSignature({ Name: `two\nlines ${i}`, UUID: `nlb_${randomUUID()}_${i}`, RoutingKey: queue, Args: [{ Name: '', Type: 'string', Value: 'a\nb\r\n' }] }));
+    await Promise.all(sigs.map((s) => broker.publishAfterWrite(s, { store, key: s.UUID, value: 'v', expireSeconds: 60 })));
+    const bodies = await redis.lrange(queue, 0, -1);
+    expect(bodies).toEqual(sigs.map((s) => encodeSignature(s)));
+    expect(bodies.some((b) => b.includes('\n'))).toBe(false);
   });
 
   it('carries a delayed task’s state too, and refuses a write for another store', async () => {

@@ -100,6 +100,8 @@ const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 
 /** `JSON.stringify(s)`, without the call for a string that needs no escaping (UUIDs, names, times). */
 export function jsonString(s: string): string {
+  // Empty is common (Go's unset fields): no regex for it.
+  if (s.length === 0) return '""';
   return PLAIN_ASCII.test(s) ? `"${s}"` : JSON.stringify(s);
 }
 
