@@ -98,6 +98,42 @@ describe('a worker whose backend shares the broker\'s Redis', () => {
     await server.close();
   });
 
+  it('a task that ends within its turn has no RECEIVED or STARTED made at all; a running one shows STARTED', async () => {
+    const server = newServer();
+    let release: (() => void) | undefined;
+    server.registerTask('quick', () => 1n);
+    server.registerTask('slow', async () => {
+      await new Promise<void>((r) => (release = r));
+      return 2n;
+    });
+    const progress: string[] = [];
+    const setState = server.backend.setState.bind(server.backend);
+    server.backend.setState = (u) => {
+      progress.push(`${u.taskUUID}:${u.state}`);
+      return setState(u);
+    };
+    const worker = server.newWorker({ concurrency: 2, handleSignals: false });
+    await worker.start();
+    const quick = await server.sendTask({ Name: 'quick' });
+    uuids.push(quick.taskUUID);
+    expect(await quick.get({ timeoutMs: 5000 })).toEqual([1n]);
+    expect(progress.filter((p) => p.startsWith(quick.taskUUID))).toEqual([]);
+
+    const slow = await server.sendTask({ Name: 'slow' });
+    uuids.push(slow.taskUUID);
+    let stored: string | undefined;
+    for (let i = 0; i < 200 && stored !== 'STARTED'; i++) {
+      await sleep(10);
+      stored = (JSON.parse((await raw.get(slow.taskUUID)) ?? '{}') as { State?: string }).State;
+    }
+    expect(stored).toBe('STARTED');
+    expect(progress.filter((p) => p.startsWith(slow.taskUUID))).toEqual([`${slow.taskUUID}:RECEIVED`, `${slow.taskUUID}:STARTED`]);
+    release?.();
+    expect(await slow.get({ timeoutMs: 5000 })).toEqual([2n]);
+    await worker.stop();
+    await server.close();
+  });
+
   it('leaves the write to the backend where the stores differ, and where onPostTask must see the state stored (as in Go)', async () => {
     for (const variant of ['other database', 'onPostTask'] as const) {
       const other = url.replace(/\/\d*$/, '') + '/1';

@@ -100,6 +100,9 @@ export class Worker {
   /** Task functions running now: what `concurrency` bounds. */
   #busy = 0;
   #pumpQueued = false;
+  /** Tasks of this turn whose RECEIVED / STARTED wait for its end (see `#recordProgress`). */
+  #deferred: { sig: Signature; slot: { held: boolean } }[] = [];
+  #deferredScheduled = false;
   /** Settles under way of tasks whose outcome is recorded (their slot is already free). */
   readonly #settling = new Map<Delivery, Promise<void>>();
   readonly #unknownSeen = new Map<string, number>();
@@ -338,7 +341,7 @@ export class Worker {
     const eta = sig.ETA ? parseRfc3339(sig.ETA) : null;
     if (eta !== null && eta - Date.now() > 50) return { kind: 'retry-later', delayMs: eta - Date.now() };
 
-    const progress = this.#recordProgress(sig);
+    const progress = this.#recordProgress(sig, delivery, slot);
     let args: unknown[];
     try {
       args = argsFromWire(sig.Args);
@@ -366,12 +369,39 @@ export class Worker {
    * `ordered` says the outcome may be issued before they are confirmed: the backend
    * applies writes in the order they were issued, so a late STARTED cannot land after SUCCESS.
    */
-  #recordProgress(sig: Signature): { written: Promise<void>; ordered: boolean } {
+  #recordProgress(sig: Signature, delivery: Delivery, slot: { held: boolean }): { written: Promise<void>; ordered: boolean } {
     const backend = this.#server.backend;
     const ordered = backend.capabilities.orderedWrites === true;
     const mode = this.#opts.progressStates;
     // A backend that keeps nothing is not asked to keep these.
     if (mode === 'none' || backend.capabilities.storesStates === false) return { written: RESOLVED, ordered };
+    // Where the outcome can go with the ack, the backend folds the writes of a task still
+    // queued in the turn into it (`scriptedWrite`): a task that ends within its turn would
+    // have them made and dropped. They wait for the turn's end, and only a task still
+    // running then has them written (a turn later than otherwise, before any outcome).
+    if (ordered && delivery.ackAfterWrite && backend.scriptedWrite) {
+      this.#deferred.push({ sig, slot });
+      if (!this.#deferredScheduled) {
+        this.#deferredScheduled = true;
+        setImmediate(() => this.#writeDeferredProgress());
+      }
+      return { written: RESOLVED, ordered };
+    }
+    return this.#writeProgress(sig);
+  }
+
+  /** The progress writes of the tasks of the last turn that are still running. */
+  #writeDeferredProgress(): void {
+    this.#deferredScheduled = false;
+    const waiting = this.#deferred;
+    this.#deferred = [];
+    for (const { sig, slot } of waiting) if (slot.held) void this.#writeProgress(sig);
+  }
+
+  #writeProgress(sig: Signature): { written: Promise<void>; ordered: boolean } {
+    const backend = this.#server.backend;
+    const ordered = backend.capabilities.orderedWrites === true;
+    const mode = this.#opts.progressStates;
     const report = (err: unknown): void => this.#reportError(err as Error, sig);
     const started = (): Promise<void> => backend.setState({ taskUUID: sig.UUID, taskName: sig.Name, state: TaskStates.STARTED });
     if (mode === 'started') return { written: started().catch(report), ordered };
