@@ -38,7 +38,8 @@ export function parseExactJson(text: string): unknown {
     } catch (err) {
       throw new MalformedMessageError(`invalid JSON (${(err as Error).message})`, { cause: err });
     }
-    const key = findForbiddenKey(value);
+    // The exact parse holds bigints where the first had doubles: only keys are looked at.
+    const key = inspect(value, false);
     if (key) throw new MalformedMessageError(`forbidden key "${key}"`);
   } else if (found !== undefined) {
     throw new MalformedMessageError(`forbidden key "${found}"`);
@@ -47,33 +48,17 @@ export function parseExactJson(text: string): unknown {
 }
 
 /**
- * The first forbidden key in `value`, or `'big number'` as soon as a number beyond 2^53 is
- * seen (the text then gets an exact parse and a second look); `undefined` when neither.
- * Iterative, so no nesting that JSON.parse accepts can overflow the stack here.
+ * The first forbidden key in `value`, or, when `numbers`, `'big number'` as soon as a number
+ * beyond 2^53 is seen (the text then gets an exact parse and a second look); `undefined` when
+ * neither. Iterative, so no nesting that JSON.parse accepts can overflow the stack here.
  */
-function inspect(value: unknown): string | undefined {
+function inspect(value: unknown, numbers = true): string | undefined {
   const stack: unknown[] = [value];
   while (stack.length > 0) {
     const v = stack.pop();
     if (typeof v === 'number') {
-      if (v > Number.MAX_SAFE_INTEGER || v < -Number.MAX_SAFE_INTEGER) return 'big number';
+      if (numbers && (v > Number.MAX_SAFE_INTEGER || v < -Number.MAX_SAFE_INTEGER)) return 'big number';
     } else if (Array.isArray(v)) {
-      for (let i = 0; i < v.length; i++) stack.push(v[i]);
-    } else if (v !== null && typeof v === 'object') {
-      for (const key of Object.keys(v)) {
-        if (FORBIDDEN_KEYS.has(key)) return key;
-        stack.push((v as Record<string, unknown>)[key]);
-      }
-    }
-  }
-  return undefined;
-}
-
-function findForbiddenKey(value: unknown): string | undefined {
-  const stack: unknown[] = [value];
-  while (stack.length > 0) {
-    const v = stack.pop();
-    if (Array.isArray(v)) {
       for (let i = 0; i < v.length; i++) stack.push(v[i]);
     } else if (v !== null && typeof v === 'object') {
       for (const key of Object.keys(v)) {
