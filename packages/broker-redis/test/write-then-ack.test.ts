@@ -118,6 +118,13 @@ describe('a worker whose backend shares the broker\'s Redis', () => {
     uuids.push(quick.taskUUID);
     expect(await quick.get({ timeoutMs: 5000 })).toEqual([1n]);
     expect(progress.filter((p) => p.startsWith(quick.taskUUID))).toEqual([]);
+    // It came by the blocking claim (the queue was empty), so its ack is the LREM of the
+    // in-flight list, made in the same script as the write: nothing is left in flight.
+    const consumers = await raw.hkeys(`${names.keyPrefix}consumers`);
+    const inflight = consumers.map((id) => (server.broker as RedisBroker).inflightKey(id));
+    expect(inflight.length).toBeGreaterThan(0);
+    for (let i = 0; i < 100 && (await Promise.all(inflight.map((k) => raw.llen(k)))).some((n) => n > 0); i++) await sleep(10);
+    expect(await Promise.all(inflight.map((k) => raw.llen(k)))).toEqual(inflight.map(() => 0));
 
     const slow = await server.sendTask({ Name: 'slow' });
     uuids.push(slow.taskUUID);
