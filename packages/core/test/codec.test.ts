@@ -164,6 +164,57 @@ describe('the template encoders give what JSON.stringify gives, for every shape'
     expect(encodeTaskState(state)).toBe(JSON.stringify(state));
   });
 
+  it('messages that differ from the one before in a single field each encode as their own', () => {
+    // The encoder keeps the text of fields that repeat between messages: every field must count.
+    const base = (): Signature =>
+      Object.assign(newSignature({ UUID: 'task_1', Name: 'add', RoutingKey: 'q', Args: [arg('int64', 1n), arg('string', 'x')], Headers: { a: 'b' } }), { ETA: null });
+    const changes: ((s: Signature) => void)[] = [
+      (s) => (s.UUID = 'task_2'),
+      (s) => (s.Name = 'sub'),
+      (s) => (s.RoutingKey = 'r'),
+      (s) => (s.ETA = '2026-01-01T00:00:00Z'),
+      (s) => (s.GroupUUID = 'group_1'),
+      (s) => (s.GroupTaskCount = 3),
+      (s) => (s.Args = [{ Name: 'n', Type: 'int64', Value: 1 }, arg('string', 'x')]),
+      (s) => (s.Args = [arg('int32', 1), arg('string', 'x')]),
+      (s) => (s.Args = [arg('int64', 1n), arg('string', 'y')]),
+      (s) => (s.Args = [arg('int64', 1n)]),
+      (s) => (s.Headers = { a: 'c' }),
+      (s) => (s.Headers = { b: 'b' }),
+      (s) => (s.Headers = { a: 'b', c: 1 }),
+      (s) => (s.Headers = {}),
+      (s) => (s.Priority = 2),
+      (s) => (s.Immutable = true),
+      (s) => (s.RetryCount = 4),
+      (s) => (s.RetryTimeout = 5),
+      (s) => (s.BrokerMessageGroupId = 'g'),
+      (s) => (s.SQSReceiptHandle = 'h'),
+      (s) => (s.StopTaskDeletionOnError = true),
+      (s) => (s.IgnoreWhenTaskNotRegistered = true),
+    ];
+    for (const change of changes) {
+      const changed = base();
+      change(changed);
+      for (const sig of [base(), changed, base()]) expect(encodeSignature(sig), change.toString()).toBe(reference(sig));
+    }
+    const state = (): TaskState => ({ TaskUUID: 'task_1', TaskName: 'add', State: 'SUCCESS', Results: [{ Type: 'int64', Value: 2 }], Error: '', CreatedAt: 'c', TTL: 0 });
+    const stateChanges: ((s: TaskState) => void)[] = [
+      (s) => (s.TaskUUID = 'task_2'),
+      (s) => (s.TaskName = 'sub'),
+      (s) => (s.State = 'FAILURE'),
+      (s) => (s.Results = [{ Type: 'string', Value: 2 }]),
+      (s) => (s.Results = null),
+      (s) => (s.Error = 'boom'),
+      (s) => (s.CreatedAt = 'd'),
+      (s) => (s.TTL = 60),
+    ];
+    for (const change of stateChanges) {
+      const changed = state();
+      change(changed);
+      for (const st of [state(), changed, state()]) expect(encodeTaskState(st), change.toString()).toBe(JSON.stringify(st));
+    }
+  });
+
   it('the shapes the template leaves to the general path still encode as before', () => {
     const child = newSignature({ Name: 'child', Args: [arg('string', 'c')] });
     const shapes: Signature[] = [

@@ -25,14 +25,19 @@ export function encodeSignature(sig: Signature): string {
 }
 
 /**
- * What `encodeSignature` writes, built as one template for the shape nearly every message has:
- * each field of its declared type, no callbacks, arguments of scalar values, plain headers.
- * `undefined` for any other shape, which takes the general path. About twice as fast as
- * `JSON.stringify` (0.6 against 1.4 µs for a two-argument task), which a sender pays per task.
+ * What `encodeSignature` writes, built from a few pieces for the shape nearly every message
+ * has: each field of its declared type, no callbacks, arguments of scalar values, plain
+ * headers. `undefined` for any other shape, which takes the general path.
+ *
+ * The text between the fields that differ per message (UUID, ETA, arguments, headers) depends
+ * only on fields a sender repeats from one message to the next (name, queue, group, retry
+ * settings); each such run is kept for the values it was last made for (see `Segment`). A
+ * bulk send then joins about ten pieces per message instead of forty, and what it allocates
+ * per message (which a collector must copy while the batch is alive) falls with it.
  */
 function plainSignatureJson(sig: Signature): string | undefined {
   if (sig.OnSuccess || sig.OnError || sig.ChordCallback) return undefined;
-  const { UUID, Name, RoutingKey, ETA, GroupUUID, BrokerMessageGroupId, SQSReceiptHandle } = sig;
+  const { UUID, Name, RoutingKey, ETA, GroupUUID, BrokerMessageGroupId, SQSReceiptHandle, Immutable, StopTaskDeletionOnError, IgnoreWhenTaskNotRegistered } = sig;
   if (
     typeof UUID !== 'string' ||
     typeof Name !== 'string' ||
@@ -41,26 +46,72 @@ function plainSignatureJson(sig: Signature): string | undefined {
     typeof GroupUUID !== 'string' ||
     typeof BrokerMessageGroupId !== 'string' ||
     typeof SQSReceiptHandle !== 'string' ||
-    typeof sig.Immutable !== 'boolean' ||
-    typeof sig.StopTaskDeletionOnError !== 'boolean' ||
-    typeof sig.IgnoreWhenTaskNotRegistered !== 'boolean'
+    typeof Immutable !== 'boolean' ||
+    typeof StopTaskDeletionOnError !== 'boolean' ||
+    typeof IgnoreWhenTaskNotRegistered !== 'boolean'
   ) {
     return undefined;
   }
-  const counts = [sig.GroupTaskCount, sig.Priority, sig.RetryCount, sig.RetryTimeout];
-  if (!counts.every((n) => typeof n === 'number' && Number.isFinite(n))) return undefined;
+  const { GroupTaskCount, Priority, RetryCount, RetryTimeout } = sig;
+  if (!isFiniteNumber(GroupTaskCount) || !isFiniteNumber(Priority) || !isFiniteNumber(RetryCount) || !isFiniteNumber(RetryTimeout)) return undefined;
   const args = sig.Args ? plainArgsJson(sig.Args) : 'null';
   const headers = plainHeadersJson(sig.Headers);
   if (args === undefined || headers === undefined) return undefined;
   return (
-    `{"UUID":${jsonString(UUID)},"Name":${jsonString(Name)},"RoutingKey":${jsonString(RoutingKey)},` +
-    `"ETA":${ETA === null ? 'null' : jsonString(ETA)},"GroupUUID":${jsonString(GroupUUID)},"GroupTaskCount":${counts[0]},` +
-    `"Args":${args},"Headers":${headers},"Priority":${counts[1]},"Immutable":${sig.Immutable},` +
-    `"RetryCount":${counts[2]},"RetryTimeout":${counts[3]},"OnSuccess":null,"OnError":null,"ChordCallback":null,` +
-    `"BrokerMessageGroupId":${jsonString(BrokerMessageGroupId)},"SQSReceiptHandle":${jsonString(SQSReceiptHandle)},` +
-    `"StopTaskDeletionOnError":${sig.StopTaskDeletionOnError},"IgnoreWhenTaskNotRegistered":${sig.IgnoreWhenTaskNotRegistered}}`
+    '{"UUID":' +
+    jsonString(UUID) +
+    NAME_SEGMENT.text(Name, RoutingKey, undefined, undefined) +
+    (ETA === null ? 'null' : jsonString(ETA)) +
+    GROUP_SEGMENT.text(GroupUUID, GroupTaskCount, undefined, undefined) +
+    args +
+    ',"Headers":' +
+    headers +
+    RETRY_SEGMENT.text(Priority, Immutable, RetryCount, RetryTimeout) +
+    TAIL_SEGMENT.text(BrokerMessageGroupId, SQSReceiptHandle, StopTaskDeletionOnError, IgnoreWhenTaskNotRegistered)
   );
 }
+
+const isFiniteNumber = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n);
+
+/**
+ * A run of JSON text made from up to four field values, kept for the values it was last made
+ * for. One entry, compared with `===`: a sender's next message nearly always repeats them,
+ * and a miss costs what building the text always cost. (`-0` and `0` compare equal and write
+ * the same.) The kept text is flat (`join`), so the messages that share it copy it rather than
+ * walk a tree of pieces.
+ */
+class Segment<A, B, C = undefined, D = undefined> {
+  #a: A | undefined;
+  #b: B | undefined;
+  #c: C | undefined;
+  #d: D | undefined;
+  #text: string | undefined;
+  constructor(readonly build: (a: A, b: B, c: C, d: D) => string) {}
+
+  text(a: A, b: B, c: C, d: D): string {
+    if (this.#text !== undefined && a === this.#a && b === this.#b && c === this.#c && d === this.#d) return this.#text;
+    const text = [this.build(a, b, c, d)].join('');
+    this.#a = a;
+    this.#b = b;
+    this.#c = c;
+    this.#d = d;
+    this.#text = text;
+    return text;
+  }
+}
+
+const NAME_SEGMENT = new Segment((name: string, routingKey: string) => `,"Name":${jsonString(name)},"RoutingKey":${jsonString(routingKey)},"ETA":`);
+const GROUP_SEGMENT = new Segment((groupUUID: string, count: number) => `,"GroupUUID":${jsonString(groupUUID)},"GroupTaskCount":${count},"Args":`);
+const RETRY_SEGMENT = new Segment(
+  (priority: number, immutable: boolean, retryCount: number, retryTimeout: number) =>
+    `,"Priority":${priority},"Immutable":${immutable},"RetryCount":${retryCount},"RetryTimeout":${retryTimeout},"OnSuccess":null,"OnError":null,"ChordCallback":null`,
+);
+const TAIL_SEGMENT = new Segment(
+  (groupId: string, receipt: string, stopDeletion: boolean, ignoreUnregistered: boolean) =>
+    `,"BrokerMessageGroupId":${jsonString(groupId)},"SQSReceiptHandle":${jsonString(receipt)},"StopTaskDeletionOnError":${stopDeletion},"IgnoreWhenTaskNotRegistered":${ignoreUnregistered}}`,
+);
+/** An argument up to its value: `{"Name":…,"Type":…,"Value":`. */
+const ARG_SEGMENT = new Segment((name: string, type: string) => `{"Name":${jsonString(name)},"Type":${jsonString(type)},"Value":`);
 
 function plainArgsJson(args: readonly Arg[]): string | undefined {
   let out = '[';
@@ -69,23 +120,45 @@ function plainArgsJson(args: readonly Arg[]): string | undefined {
     if (typeof a !== 'object' || a === null || typeof a.Name !== 'string' || typeof a.Type !== 'string') return undefined;
     const value = jsonScalar(a.Value);
     if (value === undefined) return undefined;
-    out += `${i === 0 ? '' : ','}{"Name":${jsonString(a.Name)},"Type":${jsonString(a.Type)},"Value":${value}}`;
+    out += (i === 0 ? '' : ',') + ARG_SEGMENT.text(a.Name, a.Type, undefined, undefined) + value + '}';
   }
   return `${out}]`;
 }
+
+/** The last headers written (own keys and values, in order) and their text: a sender's headers (its announce target) repeat. */
+let lastHeaders: { keys: string[]; values: unknown[]; text: string } | undefined;
 
 /** Headers of plain-object shape and scalar values (the announce header, trace context); else `undefined`. */
 function plainHeadersJson(headers: Signature['Headers'] | undefined): string | undefined {
   if (headers === null) return 'null';
   if (typeof headers !== 'object' || Object.getPrototypeOf(headers) !== Object.prototype) return undefined;
+  const last = lastHeaders;
+  if (last) {
+    let i = 0;
+    let same = true;
+    for (const key in headers) {
+      if (key !== last.keys[i] || headers[key] !== last.values[i] || !Object.hasOwn(headers, key)) {
+        same = false;
+        break;
+      }
+      i++;
+    }
+    if (same && i === last.keys.length) return last.text;
+  }
+  const keys: string[] = [];
+  const values: unknown[] = [];
   let out = '{';
   for (const key in headers) {
     if (!Object.hasOwn(headers, key)) return undefined;
     const value = jsonScalar(headers[key]);
     if (value === undefined) return undefined;
-    out += `${out.length === 1 ? '' : ','}${jsonString(key)}:${value}`;
+    out += `${keys.length === 0 ? '' : ','}${jsonString(key)}:${value}`;
+    keys.push(key);
+    values.push(headers[key]);
   }
-  return `${out}}`;
+  const text = [out, '}'].join('');
+  lastHeaders = { keys, values, text };
+  return text;
 }
 
 function orderedSignature(sig: Signature): Record<string, unknown> {
@@ -148,15 +221,25 @@ function plainTaskStateJson(state: TaskState): string | undefined {
       if (typeof r !== 'object' || r === null || typeof r.Type !== 'string') return undefined;
       const value = jsonScalar(r.Value);
       if (value === undefined) return undefined;
-      results += `${i === 0 ? '' : ','}{"Type":${jsonString(r.Type)},"Value":${value}}`;
+      results += (i === 0 ? '' : ',') + RESULT_SEGMENT.text(r.Type, undefined, undefined, undefined) + value + '}';
     }
     results += ']';
   }
   return (
-    `{"TaskUUID":${jsonString(TaskUUID)},"TaskName":${jsonString(TaskName)},"State":${jsonString(State)},` +
-    `"Results":${results},"Error":${jsonString(Error)},"CreatedAt":${jsonString(CreatedAt)},"TTL":${TTL}}`
+    '{"TaskUUID":' +
+    jsonString(TaskUUID) +
+    STATE_SEGMENT.text(TaskName, State, undefined, undefined) +
+    results +
+    ERROR_SEGMENT.text(Error, undefined, undefined, undefined) +
+    jsonString(CreatedAt) +
+    TTL_SEGMENT.text(TTL, undefined, undefined, undefined)
   );
 }
+
+const STATE_SEGMENT = new Segment((name: string, state: string) => `,"TaskName":${jsonString(name)},"State":${jsonString(state)},"Results":`);
+const RESULT_SEGMENT = new Segment((type: string) => `{"Type":${jsonString(type)},"Value":`);
+const ERROR_SEGMENT = new Segment((error: string) => `,"Error":${jsonString(error)},"CreatedAt":`);
+const TTL_SEGMENT = new Segment((ttl: number) => `,"TTL":${ttl}}`);
 
 function generalTaskStateJson(state: TaskState): string {
   return stringifyExactJson({
