@@ -323,7 +323,7 @@ interface Unanswered {
 const PUBLISH_UNANSWERED = 'it may or may not have been stored';
 const HELD_UNANSWERED = "the consumer's messages come back to the queue once its lease lapses";
 
-const hasNewline = (s: string): boolean => s.includes('\n');
+const mayHoldNewline = (w: PlainWrite): boolean => w.oneLine !== true && w.value.includes('\n');
 
 /** Settles every caller whose message went out in `sent`, with its outcome. */
 function settleAll(done: readonly Settle[], sent: Promise<unknown>): void {
@@ -537,9 +537,9 @@ export class RedisBroker implements Broker {
       }
       // A value with a newline of its own would split in two: such a chunk goes as one MULTI
       // instead, which Redis refuses whole if it refuses a SET (ACL, out of memory), so no task
-      // shows without its state there either. Values come from a backend; bodies are
-      // encodeSignature's JSON, which never holds a raw newline, so they need no look.
-      if (values.some(hasNewline)) {
+      // shows without its state there either. Values come from a backend, which may vouch for
+      // them (`oneLine`); bodies are encodeSignature's JSON, which never holds a raw newline.
+      if (carried.some(mayHoldNewline)) {
         const tx = this.client.multi();
         for (const w of carried) tx.set(w.key, w.value, 'EX', w.expireSeconds);
         tx.rpush(queue, ...bodies);

@@ -205,6 +205,25 @@ describe('a PENDING state carried with its task', () => {
     expect(bodies.some((b) => b.includes('\n'))).toBe(false);
   });
 
+  it("RedisBackend vouches that its PENDING documents hold no raw newline, and they are stored whole", async () => {
+    const { RedisBackend } = await import('@machinery-ts/backend-redis');
+    const backend = new RedisBackend({ url, resultsExpireIn: 120 });
+    try {
+      await redis.del(queue);
+      const sigs = [0, 1].map((i) => newSignature({ Name: `two\nlines\r\n${i}`, UUID: `vouch_${randomUUID()}_${i}`, RoutingKey: queue }));
+      const writes = sigs.map((s) => backend.plainWrite({ taskUUID: s.UUID, taskName: s.Name, state: 'PENDING' })!);
+      for (const w of writes) {
+        expect(w.oneLine).toBe(true);
+        expect(w.value.includes('\n')).toBe(false);
+      }
+      await Promise.all(sigs.map((s, i) => broker.publishAfterWrite(s, writes[i]!)));
+      expect(await redis.mget(...sigs.map((s) => s.UUID))).toEqual(writes.map((w) => w.value));
+      expect(((await backend.getState(sigs[0]!.UUID)) as { TaskName: string }).TaskName).toBe('two\nlines\r\n0');
+    } finally {
+      await backend.close();
+    }
+  });
+
   it('carries a delayed task’s state too, and refuses a write for another store', async () => {
     const { RedisBackend } = await import('@machinery-ts/backend-redis');
     const backend = new RedisBackend({ url, resultsExpireIn: 120 });
