@@ -303,6 +303,13 @@ interface Settle {
   reject(error: Error): void;
 }
 
+/** Publishes to one queue gathered for one command; `done` are those waiting for it (one per task, or one per bulk call). */
+interface PushBatch {
+  bodies: string[];
+  writes: (PlainWrite | undefined)[];
+  done: Settle[];
+}
+
 /** The acks of one turn to one store; with `writes` (one per member), acks that carry writes of one script. */
 interface AckBatch {
   readonly sub: RedisSubscription;
@@ -356,7 +363,7 @@ export class RedisBroker implements Broker {
   readonly #acks = new Map<string, AckBatch>();
   /** The write-ack-claim script of each backend script seen, and a short name for it in batch keys. */
   readonly #writeScripts = new Map<string, { script: LuaScript; name: string }>();
-  readonly #pushes = new Map<string, { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }>();
+  readonly #pushes = new Map<string, PushBatch>();
   /**
    * Commands sent and not yet answered (publishes, and the Redis calls of a stopping consumer or
    * of `close()`), with their deadlines. One interval rejects the overdue ones: a timer and a
@@ -453,11 +460,17 @@ export class RedisBroker implements Broker {
    * exists. Batched per tick like `publish`.
    */
   publishAfterWrite(signature: Signature, write: PlainWrite): Promise<void> {
-    if (!this.carriesWritesFor(write.store)) return Promise.reject(new Error(`RedisBroker writes to ${this.store}, not ${write.store}`));
+    const refused = this.#refusal(write);
+    return refused ? Promise.reject(refused) : this.#push(signature, write);
+  }
+
+  /** Why this broker cannot carry `write`, if it cannot. */
+  #refusal(write: PlainWrite): Error | undefined {
+    if (!this.carriesWritesFor(write.store)) return new Error(`RedisBroker writes to ${this.store}, not ${write.store}`);
     if (!Number.isSafeInteger(write.expireSeconds) || write.expireSeconds < 1) {
-      return Promise.reject(new RangeError(`RedisBroker: a carried write's expiry must be whole seconds, at least 1; found ${write.expireSeconds} for ${write.key}`));
+      return new RangeError(`RedisBroker: a carried write's expiry must be whole seconds, at least 1; found ${write.expireSeconds} for ${write.key}`);
     }
-    return this.#push(signature, write);
+    return undefined;
   }
 
   /** `redis://host:port/db` (or the socket path) of the server this broker publishes to. */
@@ -484,6 +497,54 @@ export class RedisBroker implements Broker {
     }
     const { queue, body, etaNs } = prepared;
     if (etaNs !== null) return this.#pushDelayed(body, etaNs, write);
+    const batch = this.#pushBatch(queue);
+    const stored = new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject }));
+    this.#add(queue, batch, body, write);
+    return stored;
+  }
+
+  /**
+   * `publishAfterWrite` of each, with one promise per chunk sent rather than one per task. A
+   * write this broker cannot carry rejects the call before anything is sent.
+   */
+  publishBatchAfterWrite(signatures: readonly Signature[], writes: readonly PlainWrite[]): Promise<void> {
+    if (this.#closed) return Promise.reject(new ClosedError('RedisBroker'));
+    if (signatures.length !== writes.length) {
+      return Promise.reject(new RangeError(`RedisBroker: ${signatures.length} tasks and ${writes.length} writes; publishBatchAfterWrite takes one write per task`));
+    }
+    for (const w of writes) {
+      const refused = this.#refusal(w);
+      if (refused) return Promise.reject(refused);
+    }
+    const waits: Promise<void>[] = [];
+    const joined = new Set<PushBatch>();
+    for (let i = 0; i < signatures.length; i++) {
+      const write = writes[i] as PlainWrite;
+      let prepared: { queue: string; body: string; etaNs: number | null };
+      try {
+        prepared = this.#prepare(signatures[i] as Signature);
+      } catch (e) {
+        // Those before it are on their way: the caller hears "some may have been stored".
+        waits.push(Promise.reject(asError(e)));
+        break;
+      }
+      const { queue, body, etaNs } = prepared;
+      if (etaNs !== null) {
+        waits.push(this.#pushDelayed(body, etaNs, write));
+        continue;
+      }
+      const batch = this.#pushBatch(queue);
+      if (!joined.has(batch)) {
+        joined.add(batch);
+        waits.push(new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject })));
+      }
+      this.#add(queue, batch, body, write);
+    }
+    return Promise.all(waits).then(() => undefined);
+  }
+
+  /** The tick's batch of publishes to `queue`, begun (and its flush scheduled) if there is none. */
+  #pushBatch(queue: string): PushBatch {
     let batch = this.#pushes.get(queue);
     if (!batch) {
       batch = { bodies: [], writes: [], done: [] };
@@ -493,16 +554,18 @@ export class RedisBroker implements Broker {
         process.nextTick(() => this.#flushPushes());
       }
     }
+    return batch;
+  }
+
+  #add(queue: string, batch: PushBatch, body: string, write: PlainWrite | undefined): void {
     batch.bodies.push(body);
     batch.writes.push(write);
-    const stored = new Promise<void>((resolve, reject) => batch.done.push({ resolve, reject }));
     // A long run of publishes in one tick (sendTasks) goes out in chunks as it is encoded, so
     // Redis stores one chunk while the next is being prepared.
     if (batch.bodies.length >= PUSH_CHUNK) {
       this.#pushes.delete(queue);
       this.#sendPushes(queue, batch);
     }
-    return stored;
   }
 
   async #pushDelayed(body: string, etaNs: number, write: PlainWrite | undefined): Promise<void> {
@@ -521,7 +584,7 @@ export class RedisBroker implements Broker {
   }
 
   /** One RPUSH (or, with carried writes, one script) for at most PUSH_CHUNK messages. */
-  #sendPushes(queue: string, { bodies, writes, done }: { bodies: string[]; writes: (PlainWrite | undefined)[]; done: Settle[] }): void {
+  #sendPushes(queue: string, { bodies, writes, done }: PushBatch): void {
     const carried = writes.filter((w): w is PlainWrite => w !== undefined);
     let sent: Promise<unknown>;
     if (carried.length === 0) {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type WireValue, encodeSignature, newSignature } from '@machinery-ts/core';
 import { Redis } from 'ioredis';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { RedisBroker } from '../src/index.js';
 import { brokerTestBed, recordCommands } from './support.js';
 
@@ -134,6 +134,31 @@ describe('a PENDING state carried with its task', () => {
     await backend.close();
   });
 
+  it('sendTasks hands the whole batch to one publishBatchAfterWrite: every state and task lands, in order', async () => {
+    const { RedisBackend } = await import('@machinery-ts/backend-redis');
+    const { Server } = await import('@machinery-ts/core');
+    const backend = new RedisBackend({ url, resultsExpireIn: 120 });
+    const server = new Server({ broker, backend, defaultQueue: queue });
+    await redis.del(queue);
+    const spy = vi.spyOn(broker, 'publishBatchAfterWrite');
+    const single = vi.spyOn(broker, 'publishAfterWrite');
+    let results;
+    let calls: [number, number];
+    try {
+      results = await server.sendTasks(Array.from({ length: 150 }, (_, i) => ({ Name: 'noop', Args: [{ Name: '', Type: 'int64', Value: i }] })));
+      calls = [spy.mock.calls.length, single.mock.calls.length];
+    } finally {
+      spy.mockRestore();
+      single.mockRestore();
+    }
+    expect(calls).toEqual([1, 0]);
+    const states = await Promise.all(results.map((r) => backend.getState(r.taskUUID)));
+    expect(states.map((st) => st?.State)).toEqual(Array<string>(150).fill('PENDING'));
+    const uuids = (await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
+    expect(uuids).toEqual(results.map((r) => r.taskUUID));
+    await backend.close();
+  });
+
   it('a chunk of carried writes stores each value with its own expiry, and bodies in order', async () => {
     await redis.del(queue);
     const sigs = Array.from({ length: 150 }, (_, i) => newSignature({ Name: 'noop', UUID: `chunk_${randomUUID()}_${i}`, RoutingKey: queue }));
@@ -247,5 +272,53 @@ describe('a PENDING state carried with its task', () => {
     expect(otherDb.plainWrite({ taskUUID: 'u', taskName: 'n', state: 'STARTED' })).toBeUndefined();
     await otherDb.close();
     await backend.close();
+  });
+
+  it('publishBatchAfterWrite stores every write and task in order, a script call per chunk (a delayed one apart)', async () => {
+    await redis.del(queue);
+    const store = broker.store;
+    const sigs = Array.from({ length: 250 }, (_, i) => newSignature({ Name: 'noop', UUID: `bulk_${randomUUID()}_${i}`, RoutingKey: queue }));
+    sigs[5]!.ETA = new Date(Date.now() + 60_000).toISOString();
+    const writes = sigs.map((s, i) => ({ store, key: s.UUID, value: `v${i}`, expireSeconds: 60, oneLine: true }));
+    const recorded = recordCommands(broker.client);
+    try {
+      await broker.publishBatchAfterWrite(sigs, writes);
+    } finally {
+      recorded.stop();
+    }
+    expect(recorded.names().filter((c) => c !== 'eval')).toEqual(['set', 'zadd', 'evalsha', 'evalsha', 'evalsha']);
+    expect(await redis.mget(...sigs.map((s) => s.UUID))).toEqual(writes.map((w) => w.value));
+    const uuids = (await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID);
+    expect(uuids).toEqual(sigs.filter((_, i) => i !== 5).map((s) => s.UUID));
+    const member = (await redis.zrange('delayed_tasks', 0, -1)).find((m) => m.includes(sigs[5]!.UUID));
+    expect(member).toBeDefined();
+    await redis.zrem('delayed_tasks', member!);
+  });
+
+  it('publishBatchAfterWrite refuses a write it cannot carry before sending anything, and one write per task', async () => {
+    await redis.del(queue);
+    const store = broker.store;
+    const sigs = [0, 1, 2].map((i) => newSignature({ Name: 'noop', UUID: `refused_${randomUUID()}_${i}`, RoutingKey: queue }));
+    const writes = sigs.map((s) => ({ store, key: s.UUID, value: 'v', expireSeconds: 60 }));
+    await expect(broker.publishBatchAfterWrite(sigs, [writes[0]!, { ...writes[1]!, store: 'redis://127.0.0.1:1/0' }, writes[2]!])).rejects.toThrow(/not redis:\/\/127\.0\.0\.1:1\/0/);
+    await expect(broker.publishBatchAfterWrite(sigs, [writes[0]!, { ...writes[1]!, expireSeconds: 0 }, writes[2]!])).rejects.toThrow(/at least 1; found 0/);
+    await expect(broker.publishBatchAfterWrite(sigs, writes.slice(0, 2))).rejects.toThrow(/3 tasks and 2 writes/);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await redis.llen(queue)).toBe(0);
+    expect(await redis.mget(...sigs.map((s) => s.UUID))).toEqual([null, null, null]);
+  });
+
+  it('publishBatchAfterWrite rejects when a task cannot be encoded; those before it are sent whole', async () => {
+    await redis.del(queue);
+    const store = broker.store;
+    const circular: Record<string, WireValue> = {};
+    circular.self = circular as unknown as WireValue;
+    const sigs = [0, 1, 2].map((i) => newSignature({ Name: 'noop', UUID: `enc_${randomUUID()}_${i}`, RoutingKey: queue }));
+    sigs[1]!.Headers = { trace: circular as unknown as WireValue };
+    const writes = sigs.map((s) => ({ store, key: s.UUID, value: 'v', expireSeconds: 60 }));
+    await expect(broker.publishBatchAfterWrite(sigs, writes)).rejects.toThrow(/circular/i);
+    await new Promise((r) => setTimeout(r, 20));
+    expect((await redis.lrange(queue, 0, -1)).map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual([sigs[0]!.UUID]);
+    expect(await redis.mget(...sigs.map((s) => s.UUID))).toEqual(['v', null, null]);
   });
 });

@@ -148,7 +148,9 @@ export class Server {
     const writes = pending.map((p) => this.#carriedWrite(p));
     if (writes.every((w) => w !== undefined)) {
       try {
-        await Promise.all(sigs.map((s, i) => this.broker.publishAfterWrite?.(s, writes[i] as PlainWrite)));
+        const carried = writes as PlainWrite[];
+        if (this.broker.publishBatchAfterWrite) await this.broker.publishBatchAfterWrite(sigs, carried);
+        else await Promise.all(sigs.map((s, i) => this.broker.publishAfterWrite?.(s, carried[i] as PlainWrite)));
       } catch (err) {
         throw new MachineryError('TASK_FAILED', `Set state pending and publish error (some of the ${sigs.length} tasks may have been sent): ${(err as Error).message}`, {
           cause: err,

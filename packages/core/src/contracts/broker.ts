@@ -71,6 +71,13 @@ export interface Broker {
    */
   publishAfterWrite?(signature: Signature, write: PlainWrite): Promise<void>;
 
+  /**
+   * `publishAfterWrite` for many tasks, `writes[i]` for `signatures[i]`, with one promise
+   * for all of them rather than one each (a bulk sender's cost per task). Resolves once every
+   * write and message is stored; on rejection some may have been.
+   */
+  publishBatchAfterWrite?(signatures: readonly Signature[], writes: readonly PlainWrite[]): Promise<void>;
+
   /** Whether `publishAfterWrite` can apply writes meant for `store` (the same server and database). */
   carriesWritesFor?(store: string): boolean;
 
