@@ -92,8 +92,15 @@ export function machineryProducer(broker: Broker, queue: string, options: { stor
     async counts(worker) {
       if (!backend) return { done: (await worker.stats()).executed, failed: 0 };
       const still: string[] = [];
+      const completed = (s: string | null) => s?.includes('"State":"SUCCESS"') || s?.includes('"State":"FAILURE"');
       for (let i = 0; i < pending.length; i += POLL_CHUNK) {
         const ids = pending.slice(i, i + POLL_CHUNK);
+        // Tasks finish roughly in order: a chunk whose last task is unfinished is read again
+        // later anyway, so only that one state is read now (each state is then read about once).
+        if (ids.length > 1 && !completed(await backend.client.get(ids[ids.length - 1]!))) {
+          still.push(...pending.slice(i));
+          break;
+        }
         const states = await backend.client.mget(...ids);
         states.forEach((s, k) => {
           if (s?.includes('"State":"SUCCESS"')) done += 1;
