@@ -197,6 +197,12 @@ describe('the template encoders give what JSON.stringify gives, for every shape'
       change(changed);
       for (const sig of [base(), changed, base()]) expect(encodeSignature(sig), change.toString()).toBe(reference(sig));
     }
+    // Arguments of several types in one message, named and not, sent again and again.
+    const mixed = [arg('int64', 1n), arg('string', 'x'), arg('bool', true), { Name: 'named', Type: 'int64', Value: 2 }, { Name: '', Type: 'ty"pe', Value: null }];
+    for (let round = 0; round < 3; round++) {
+      const sig = newSignature({ UUID: `task_${round}`, Name: round === 1 ? 'other' : 'add', Args: mixed, Headers: round === 2 ? { a: 'b' } : { a: 'c' } });
+      expect(encodeSignature(sig)).toBe(reference(sig));
+    }
     const state = (): TaskState => ({ TaskUUID: 'task_1', TaskName: 'add', State: 'SUCCESS', Results: [{ Type: 'int64', Value: 2 }], Error: '', CreatedAt: 'c', TTL: 0 });
     const stateChanges: ((s: TaskState) => void)[] = [
       (s) => (s.TaskUUID = 'task_2'),

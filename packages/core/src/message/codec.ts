@@ -77,8 +77,8 @@ const isFiniteNumber = (n: unknown): n is number => typeof n === 'number' && Num
  * A run of JSON text made from up to four field values, kept for the values it was last made
  * for. One entry, compared with `===`: a sender's next message nearly always repeats them,
  * and a miss costs what building the text always cost. (`-0` and `0` compare equal and write
- * the same.) The kept text is flat (`join`), so the messages that share it copy it rather than
- * walk a tree of pieces.
+ * the same.) Text used a second time is made flat (`join`), so the messages that share it
+ * copy it rather than walk a tree of pieces; text that changes every time is never flattened.
  */
 class Segment<A, B, C = undefined, D = undefined> {
   #a: A | undefined;
@@ -86,17 +86,24 @@ class Segment<A, B, C = undefined, D = undefined> {
   #c: C | undefined;
   #d: D | undefined;
   #text: string | undefined;
+  #flat = false;
   constructor(readonly build: (a: A, b: B, c: C, d: D) => string) {}
 
   text(a: A, b: B, c: C, d: D): string {
-    if (this.#text !== undefined && a === this.#a && b === this.#b && c === this.#c && d === this.#d) return this.#text;
-    const text = [this.build(a, b, c, d)].join('');
+    if (this.#text !== undefined && a === this.#a && b === this.#b && c === this.#c && d === this.#d) {
+      if (!this.#flat) {
+        this.#text = [this.#text].join('');
+        this.#flat = true;
+      }
+      return this.#text;
+    }
     this.#a = a;
     this.#b = b;
     this.#c = c;
     this.#d = d;
-    this.#text = text;
-    return text;
+    this.#flat = false;
+    this.#text = this.build(a, b, c, d);
+    return this.#text;
   }
 }
 
@@ -110,8 +117,22 @@ const TAIL_SEGMENT = new Segment(
   (groupId: string, receipt: string, stopDeletion: boolean, ignoreUnregistered: boolean) =>
     `,"BrokerMessageGroupId":${jsonString(groupId)},"SQSReceiptHandle":${jsonString(receipt)},"StopTaskDeletionOnError":${stopDeletion},"IgnoreWhenTaskNotRegistered":${ignoreUnregistered}}`,
 );
-/** An argument up to its value: `{"Name":…,"Type":…,"Value":`. */
-const ARG_SEGMENT = new Segment((name: string, type: string) => `{"Name":${jsonString(name)},"Type":${jsonString(type)},"Value":`);
+/**
+ * An argument up to its value, `{"Name":"","Type":…,"Value":`, per type for unnamed arguments
+ * (Go's usual): one task's arguments are often of several types, which would make a one-entry
+ * segment miss at each. Go's types are a few dozen; the table stops growing at 64.
+ */
+const UNNAMED_ARG_TEXT = new Map<string, string>();
+
+function argText(name: string, type: string): string {
+  if (name !== '') return `{"Name":${jsonString(name)},"Type":${jsonString(type)},"Value":`;
+  let text = UNNAMED_ARG_TEXT.get(type);
+  if (text === undefined) {
+    text = [`{"Name":"","Type":${jsonString(type)},"Value":`].join('');
+    if (UNNAMED_ARG_TEXT.size < 64) UNNAMED_ARG_TEXT.set(type, text);
+  }
+  return text;
+}
 
 function plainArgsJson(args: readonly Arg[]): string | undefined {
   let out = '[';
@@ -120,13 +141,16 @@ function plainArgsJson(args: readonly Arg[]): string | undefined {
     if (typeof a !== 'object' || a === null || typeof a.Name !== 'string' || typeof a.Type !== 'string') return undefined;
     const value = jsonScalar(a.Value);
     if (value === undefined) return undefined;
-    out += (i === 0 ? '' : ',') + ARG_SEGMENT.text(a.Name, a.Type, undefined, undefined) + value + '}';
+    out += (i === 0 ? '' : ',') + argText(a.Name, a.Type) + value + '}';
   }
   return `${out}]`;
 }
 
-/** The last headers written (own keys and values, in order) and their text: a sender's headers (its announce target) repeat. */
-let lastHeaders: { keys: string[]; values: unknown[]; text: string } | undefined;
+/**
+ * The last headers written (own keys and values, in order) and their text: a sender's headers
+ * (its announce target) repeat. Flattened when used a second time, as a `Segment` is.
+ */
+let lastHeaders: { keys: string[]; values: unknown[]; text: string; flat: boolean } | undefined;
 
 /** Headers of plain-object shape and scalar values (the announce header, trace context); else `undefined`. */
 function plainHeadersJson(headers: Signature['Headers'] | undefined): string | undefined {
@@ -143,7 +167,13 @@ function plainHeadersJson(headers: Signature['Headers'] | undefined): string | u
       }
       i++;
     }
-    if (same && i === last.keys.length) return last.text;
+    if (same && i === last.keys.length) {
+      if (!last.flat) {
+        last.text = [last.text].join('');
+        last.flat = true;
+      }
+      return last.text;
+    }
   }
   const keys: string[] = [];
   const values: unknown[] = [];
@@ -156,8 +186,8 @@ function plainHeadersJson(headers: Signature['Headers'] | undefined): string | u
     keys.push(key);
     values.push(headers[key]);
   }
-  const text = [out, '}'].join('');
-  lastHeaders = { keys, values, text };
+  const text = `${out}}`;
+  lastHeaders = { keys, values, text, flat: false };
   return text;
 }
 
