@@ -101,7 +101,7 @@ export class Worker {
   #busy = 0;
   #pumpQueued = false;
   /** Tasks of this turn whose RECEIVED / STARTED wait for its end (see `#recordProgress`). */
-  #deferred: { sig: Signature; slot: { held: boolean } }[] = [];
+  #deferred: { sig: Signature; slot: Slot }[] = [];
   #deferredScheduled = false;
   /** Settles under way of tasks whose outcome is recorded (their slot is already free). */
   readonly #settling = new Map<Delivery, Promise<void>>();
@@ -244,7 +244,7 @@ export class Worker {
    * here: a task function that returns at once would otherwise start the next one inside
    * its own call, one stack frame deeper per delivery waiting.
    */
-  #release(slot: { held: boolean }): void {
+  #release(slot: Slot): void {
     if (!slot.held) return;
     slot.held = false;
     this.#busy -= 1;
@@ -266,7 +266,7 @@ export class Worker {
    * with no hook or deadline to wait for) is handled without a promise of its own: at tens of
    * thousands of tasks a second, each async step per task is measurable. `undefined` then.
    */
-  #handle(delivery: Delivery, slot: { held: boolean }): Promise<void> | undefined {
+  #handle(delivery: Delivery, slot: Slot): Promise<void> | undefined {
     let outcome: Settlement | Promise<Settlement>;
     try {
       outcome = this.#process(delivery, slot);
@@ -278,7 +278,7 @@ export class Worker {
     return undefined;
   }
 
-  async #handleLater(delivery: Delivery, slot: { held: boolean }, pending: Promise<Settlement>): Promise<void> {
+  async #handleLater(delivery: Delivery, slot: Slot, pending: Promise<Settlement>): Promise<void> {
     let outcome: Settlement;
     try {
       outcome = await pending;
@@ -298,7 +298,7 @@ export class Worker {
    * The slot frees once the outcome is recorded: the broker's settle (an ack round trip on
    * most transports) finishes in the background, still counted against prefetch there.
    */
-  #recorded(delivery: Delivery, slot: { held: boolean }, outcome: Settlement): void {
+  #recorded(delivery: Delivery, slot: Slot, outcome: Settlement): void {
     try {
       // Marked before the settle starts: one that ends within the call (an adapter that
       // throws at once) removes the mark itself, and is then not put back.
@@ -350,7 +350,7 @@ export class Worker {
   }
 
   /** The outcome, or a promise of it where something is awaited on the way; may throw, as a rejection would. */
-  #process(delivery: Delivery, slot: { held: boolean }): Settlement | Promise<Settlement> {
+  #process(delivery: Delivery, slot: Slot): Settlement | Promise<Settlement> {
     const { body } = delivery;
     const size = Buffer.byteLength(body);
     if (size > this.#opts.maxPayloadBytes) {
@@ -383,15 +383,15 @@ export class Worker {
     }
     // Hooks are awaited only where given: an `await` of nothing still costs a turn of the microtask queue.
     const { onPreTask, onPostTask } = this.#opts;
-    if (onPreTask || onPostTask) return this.#runWithHooks(task, sig, args, delivery, progress, slot);
-    return this.#run(task, sig, args, delivery, progress, slot);
+    const run: TaskRun = { task, sig, args, delivery, progress, slot };
+    return onPreTask || onPostTask ? this.#runWithHooks(run) : this.#run(run);
   }
 
   /**
    * A delivery that never reaches a task function frees its slot at once, as a returning
    * function would: writing its FAILURE is recording an outcome, not running a task.
    */
-  #noRun(slot: { held: boolean }, outcome: Promise<Outcome>): Promise<Outcome> {
+  #noRun(slot: Slot, outcome: Promise<Outcome>): Promise<Outcome> {
     this.#release(slot);
     return outcome;
   }
@@ -402,20 +402,13 @@ export class Worker {
     return ACK;
   }
 
-  async #runWithHooks(
-    task: RegisteredTask,
-    sig: Signature,
-    args: unknown[],
-    delivery: Delivery,
-    progress: { written: Promise<void>; ordered: boolean },
-    slot: { held: boolean },
-  ): Promise<Settlement> {
+  async #runWithHooks(run: TaskRun): Promise<Settlement> {
     const { onPreTask, onPostTask } = this.#opts;
-    if (onPreTask) await onPreTask(sig);
+    if (onPreTask) await onPreTask(run.sig);
     try {
-      return await this.#run(task, sig, args, delivery, progress, slot);
+      return await this.#run(run);
     } finally {
-      if (onPostTask) await onPostTask(sig);
+      if (onPostTask) await onPostTask(run.sig);
     }
   }
 
@@ -426,7 +419,7 @@ export class Worker {
    * `ordered` says the outcome may be issued before they are confirmed: the backend
    * applies writes in the order they were issued, so a late STARTED cannot land after SUCCESS.
    */
-  #recordProgress(sig: Signature, delivery: Delivery, slot: { held: boolean }): { written: Promise<void>; ordered: boolean } {
+  #recordProgress(sig: Signature, delivery: Delivery, slot: Slot): Progress {
     const backend = this.#server.backend;
     const ordered = backend.capabilities.orderedWrites === true;
     const mode = this.#opts.progressStates;
@@ -455,7 +448,7 @@ export class Worker {
     for (const { sig, slot } of waiting) if (slot.held) void this.#writeProgress(sig);
   }
 
-  #writeProgress(sig: Signature): { written: Promise<void>; ordered: boolean } {
+  #writeProgress(sig: Signature): Progress {
     const backend = this.#server.backend;
     const ordered = backend.capabilities.orderedWrites === true;
     const mode = this.#opts.progressStates;
@@ -469,41 +462,27 @@ export class Worker {
   }
 
   /** Runs the task function; the outcome comes back as it is where the function returned a plain value. */
-  #run(
-    task: RegisteredTask,
-    sig: Signature,
-    args: unknown[],
-    delivery: Delivery,
-    progress: { written: Promise<void>; ordered: boolean },
-    slot: { held: boolean },
-  ): Settlement | Promise<Settlement> {
+  #run(run: TaskRun): Settlement | Promise<Settlement> {
+    const { task, sig, args, delivery } = run;
     const timeoutMs = this.#opts.taskTimeoutMs;
     const ctx = new RunContext(sig, delivery.deliveryCount);
     const lease = this.#keepLeased(delivery);
-    if (timeoutMs > 0) return this.#runWithin(timeoutMs, task, sig, args, ctx, delivery, lease, progress, slot);
+    if (timeoutMs > 0) return this.#runWithin(run, timeoutMs, ctx, lease);
     let returned: unknown;
     try {
       // Called directly: a synchronous throw is the task's failure all the same, and a plain
       // value is taken as it is, without a turn of the microtask queue.
       returned = task.handler(args, ctx);
     } catch (err) {
-      this.#ended(lease, slot);
-      return this.#outcome(task, sig, { err }, undefined, delivery, progress);
+      this.#ended(lease, run.slot);
+      return this.#outcome(run, { err }, undefined);
     }
-    if (isThenable(returned)) return this.#awaitTask(returned, task, sig, delivery, lease, progress, slot);
-    this.#ended(lease, slot);
-    return this.#outcome(task, sig, undefined, returned, delivery, progress);
+    if (isThenable(returned)) return this.#awaitTask(run, returned, lease);
+    this.#ended(lease, run.slot);
+    return this.#outcome(run, undefined, returned);
   }
 
-  async #awaitTask(
-    returned: PromiseLike<unknown>,
-    task: RegisteredTask,
-    sig: Signature,
-    delivery: Delivery,
-    lease: { stop(): void } | undefined,
-    progress: { written: Promise<void>; ordered: boolean },
-    slot: { held: boolean },
-  ): Promise<Settlement> {
+  async #awaitTask(run: TaskRun, returned: PromiseLike<unknown>, lease: Lease | undefined): Promise<Settlement> {
     let value: unknown;
     let failure: { err: unknown } | undefined;
     try {
@@ -511,22 +490,12 @@ export class Worker {
     } catch (err) {
       failure = { err };
     } finally {
-      this.#ended(lease, slot);
+      this.#ended(lease, run.slot);
     }
-    return this.#outcome(task, sig, failure, value, delivery, progress);
+    return this.#outcome(run, failure, value);
   }
 
-  async #runWithin(
-    timeoutMs: number,
-    task: RegisteredTask,
-    sig: Signature,
-    args: unknown[],
-    ctx: RunContext,
-    delivery: Delivery,
-    lease: { stop(): void } | undefined,
-    progress: { written: Promise<void>; ordered: boolean },
-    slot: { held: boolean },
-  ): Promise<Settlement> {
+  async #runWithin(run: TaskRun, timeoutMs: number, ctx: RunContext, lease: Lease | undefined): Promise<Settlement> {
     const timer = setTimeout(() => RunContext.abort(ctx, new TaskTimeoutError(timeoutMs)), timeoutMs);
     let value: unknown;
     let failure: { err: unknown } | undefined;
@@ -535,17 +504,17 @@ export class Worker {
       // that settles on abort still loses the race to the timeout.
       const signal = ctx.signal;
       const deadline = new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
-      value = await Promise.race([deadline, Promise.resolve().then(() => task.handler(args, ctx))]);
+      value = await Promise.race([deadline, Promise.resolve().then(() => run.task.handler(run.args, ctx))]);
     } catch (err) {
       failure = { err };
     } finally {
       clearTimeout(timer);
-      this.#ended(lease, slot);
+      this.#ended(lease, run.slot);
     }
-    return this.#outcome(task, sig, failure, value, delivery, progress);
+    return this.#outcome(run, failure, value);
   }
 
-  #ended(lease: { stop(): void } | undefined, slot: { held: boolean }): void {
+  #ended(lease: Lease | undefined, slot: Slot): void {
     lease?.stop();
     this.#release(slot);
   }
@@ -555,14 +524,8 @@ export class Worker {
    * reorder writes, else by the ordering itself (the outcome's write lands after them).
    * `written` never rejects.
    */
-  #outcome(
-    task: RegisteredTask,
-    sig: Signature,
-    failure: { err: unknown } | undefined,
-    value: unknown,
-    delivery: Delivery,
-    progress: { written: Promise<void>; ordered: boolean },
-  ): Settlement | Promise<Settlement> {
+  #outcome(run: TaskRun, failure: { err: unknown } | undefined, value: unknown): Settlement | Promise<Settlement> {
+    const { task, sig, delivery, progress } = run;
     if (!progress.ordered) {
       return progress.written.then(() => (failure ? this.#onTaskError(sig, failure.err) : this.#onTaskValue(task, sig, value, delivery)));
     }
@@ -599,7 +562,7 @@ export class Worker {
   readonly #carried = (store: string): boolean => this.#server.broker.carriesWritesFor?.(store) === true;
 
   /** Extends the delivery at half the broker's redelivery timeout while a task runs. */
-  #keepLeased(delivery: Delivery): { stop(): void } | undefined {
+  #keepLeased(delivery: Delivery): Lease | undefined {
     if (!delivery.extend) return undefined;
     const every = Math.max(50, this.#server.broker.capabilities.redeliveryTimeoutMs / 2);
     const t = setInterval(() => void delivery.extend?.().catch((err: unknown) => this.#reportError(err as Error)), every);
@@ -748,6 +711,22 @@ export class Worker {
       console.error(`[machinery-ts] onError threw (${errorText(thrown)}) reporting ${where}${error.message}`);
     }
   }
+}
+
+/** A task's place among the `concurrency` running: freed once, when its function is done (or none will run). */
+type Slot = { held: boolean };
+/** The RECEIVED / STARTED writes issued for a task; `ordered`: the backend applies writes in issue order. */
+type Progress = { readonly written: Promise<void>; readonly ordered: boolean };
+/** The timer that keeps a long task's delivery leased. */
+type Lease = { stop(): void };
+/** A task about to run, and what its outcome is recorded against. */
+interface TaskRun {
+  readonly task: RegisteredTask;
+  readonly sig: Signature;
+  readonly args: unknown[];
+  readonly delivery: Delivery;
+  readonly progress: Progress;
+  readonly slot: Slot;
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
