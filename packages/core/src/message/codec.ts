@@ -1,5 +1,5 @@
 import { MalformedMessageError } from '../errors.js';
-import { jsonScalar, jsonString, parseExactJson, stringifyExactJson } from './json.js';
+import { flatten, jsonScalar, jsonString, parseExactJson, stringifyExactJson } from './json.js';
 import {
   type Arg,
   type GroupMeta,
@@ -77,8 +77,8 @@ const isFiniteNumber = (n: unknown): n is number => typeof n === 'number' && Num
  * A run of JSON text made from up to four field values, kept for the values it was last made
  * for. One entry, compared with `===`: a sender's next message nearly always repeats them,
  * and a miss costs what building the text always cost. (`-0` and `0` compare equal and write
- * the same.) Text used a second time is made flat (`join`), so the messages that share it
- * copy it rather than walk a tree of pieces; text that changes every time is never flattened.
+ * the same.) Text used a second time is flattened (`flatten`), so the messages that share it
+ * copy it rather than walk its pieces; text that changes every time is never flattened.
  */
 class Segment<A, B, C = undefined, D = undefined> {
   #a: A | undefined;
@@ -92,7 +92,7 @@ class Segment<A, B, C = undefined, D = undefined> {
   text(a: A, b: B, c: C, d: D): string {
     if (this.#text !== undefined && a === this.#a && b === this.#b && c === this.#c && d === this.#d) {
       if (!this.#flat) {
-        this.#text = [this.#text].join('');
+        flatten(this.#text);
         this.#flat = true;
       }
       return this.#text;
@@ -128,7 +128,7 @@ function argText(name: string, type: string): string {
   if (name !== '') return `{"Name":${jsonString(name)},"Type":${jsonString(type)},"Value":`;
   let text = UNNAMED_ARG_TEXT.get(type);
   if (text === undefined) {
-    text = [`{"Name":"","Type":${jsonString(type)},"Value":`].join('');
+    text = flatten(`{"Name":"","Type":${jsonString(type)},"Value":`);
     if (UNNAMED_ARG_TEXT.size < 64) UNNAMED_ARG_TEXT.set(type, text);
   }
   return text;
@@ -169,7 +169,7 @@ function plainHeadersJson(headers: Signature['Headers'] | undefined): string | u
     }
     if (same && i === last.keys.length) {
       if (!last.flat) {
-        last.text = [last.text].join('');
+        flatten(last.text);
         last.flat = true;
       }
       return last.text;

