@@ -81,6 +81,25 @@ describe('RedisBackend states', () => {
     expect(await raw.ttl(uuid)).toBeGreaterThan(100);
   });
 
+  it('takes the given name and the zero time where a document in Go\'s layout holds empty ones', async () => {
+    const uuid = id('task');
+    await raw.set(uuid, `{"TaskUUID":"${uuid}","TaskName":"","State":"PENDING","Results":null,"Error":"","CreatedAt":"","TTL":0}`, 'EX', 60);
+    await backend.setState({ taskUUID: uuid, taskName: 'given', state: 'STARTED' });
+    expect(await raw.get(uuid)).toBe(
+      `{"TaskUUID":"${uuid}","TaskName":"given","State":"STARTED","Results":null,"Error":"","CreatedAt":"0001-01-01T00:00:00Z","TTL":0}`,
+    );
+  });
+
+  it('escapes a raw control character of a kept TaskName rather than copying it', async () => {
+    const uuid = id('task');
+    const created = '2026-11-22T20:18:13.156749485Z';
+    await raw.set(uuid, `{"TaskUUID":"${uuid}","TaskName":"a\u0001b","State":"PENDING","Results":null,"Error":"","CreatedAt":"${created}","TTL":0}`, 'EX', 60);
+    await backend.setState({ taskUUID: uuid, taskName: 'given', state: 'STARTED' });
+    const text = (await raw.get(uuid)) as string;
+    expect(text).toBe(`{"TaskUUID":"${uuid}","TaskName":"a\\u0001b","State":"STARTED","Results":null,"Error":"","CreatedAt":"${created}","TTL":0}`);
+    expect((JSON.parse(text) as { TaskName: string }).TaskName).toBe('a\u0001b');
+  });
+
   it('re-encodes a kept TaskName exactly as JSON.stringify would', async () => {
     const uuid = id('task');
     const name = 'a/b "q" \\ \t\u0001 é 😀 <x>';
@@ -97,6 +116,12 @@ describe('RedisBackend states', () => {
       (u: string) => `{"TaskUUID":"${u}","TaskName":"say \\"hi\\" \\\\ bye","State":"PENDING","Results":null,"Error":"","CreatedAt":"${created}","TTL":0}`,
       (u: string) => `{"TaskName":"reordered","TaskUUID":"${u}","CreatedAt":"${created}","State":"PENDING","TTL":0}`,
       (u: string) => `{ "TaskUUID": "${u}", "TaskName": "spaced", "State": "PENDING", "CreatedAt": "${created}", "TTL": 0 }`,
+      // Go's layout, but the last ',"CreatedAt":"' is a nested object's, not the document's.
+      (u: string) =>
+        `{"TaskUUID":"${u}","TaskName":"nested","State":"RETRY","Results":[{"Type":"map","Value":{"A":1,"CreatedAt":"inner","TTL":1}}],"Error":"","CreatedAt":"${created}","TTL":0}`,
+      (u: string) => `{"TaskUUID":"${u}","TaskName":"plain","State":"PENDING","Results":null,"Error":"","CreatedAt":"${created}","TTL":-1}`,
+      // The name is x", : its escaped quote is followed by ," as the end of a name would be.
+      (u: string) => String.raw`{"TaskUUID":"${u}","TaskName":"x\",","State":"PENDING","Results":null,"Error":"","CreatedAt":"${created}","TTL":0}`,
     ];
     for (const [i, layout] of layouts.entries()) {
       const uuid = id(`task${i}`);
