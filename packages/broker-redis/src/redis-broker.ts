@@ -15,6 +15,7 @@ import {
   parseRfc3339,
 } from '@machinery-ts/core';
 import { Redis, type RedisOptions } from 'ioredis';
+import { LuaScript } from './lua-script.js';
 
 /**
  * Redis broker, wire-compatible with Go Machinery v2 (task lists and the `delayed_tasks`
@@ -49,21 +50,6 @@ export interface RedisBrokerOptions {
   readonly publishTimeoutMs?: number;
   /** Key prefix of the at-least-once bookkeeping. @default 'machinery-ts:' */
   readonly keyPrefix?: string;
-}
-
-class LuaScript {
-  readonly sha: string;
-  constructor(readonly source: string) {
-    this.sha = createHash('sha1').update(source).digest('hex');
-  }
-  async run(client: Redis, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
-    try {
-      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
-    } catch (error) {
-      if (error instanceof Error && error.message.includes('NOSCRIPT')) return client.eval(this.source, keys.length, ...keys, ...args);
-      throw error;
-    }
-  }
 }
 
 /**

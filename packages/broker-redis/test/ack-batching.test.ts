@@ -223,16 +223,17 @@ describe('RedisBroker at a trickle', () => {
  */
 async function refuseOnce(own: RedisBroker, tag: string, settle: () => Promise<void> | undefined): Promise<void> {
   const client = own.client;
-  const evalsha = client.evalsha.bind(client);
+  const send = client.sendCommand.bind(client);
   const onInflight = new RegExp(`(claimed|inflight):${tag}:`);
   let refused = 0;
-  client.evalsha = ((...args: unknown[]) => {
-    if (refused === 0 && args.some((a) => onInflight.test(String(a)))) {
+  client.sendCommand = ((command: { name: string; args: unknown[]; reject: (e: Error) => void; promise: Promise<unknown> }, ...rest: unknown[]) => {
+    if (refused === 0 && command.name === 'evalsha' && command.args.some((a) => onInflight.test(String(a)))) {
       refused += 1;
-      return Promise.reject(new Error('refused for the test'));
+      command.reject(new Error('refused for the test'));
+      return command.promise;
     }
-    return (evalsha as (...x: unknown[]) => Promise<unknown>)(...args);
-  }) as typeof evalsha;
+    return (send as (...x: unknown[]) => unknown)(command, ...rest);
+  }) as typeof client.sendCommand;
   await expect(settle()).rejects.toThrow('refused for the test');
   expect(refused).toBe(1);
 }
