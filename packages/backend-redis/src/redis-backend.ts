@@ -181,7 +181,7 @@ export class RedisBackend implements Backend {
 
   plainWrite(update: StateUpdate): PlainWrite | undefined {
     if (update.state !== TaskStates.PENDING || this.#closed) return undefined;
-    return { store: this.store, key: update.taskUUID, value: encodeTaskState(mergeTaskState(update, null)), expireSeconds: this.#ttl, oneLine: true };
+    return { store: this.store, key: update.taskUUID, value: encodeTaskState(mergeTaskState(update, null)), expireSeconds: this.#ttl };
   }
 
   /**

@@ -137,12 +137,6 @@ export interface PlainWrite {
   readonly value: string;
   /** Whole seconds, at least 1. */
   readonly expireSeconds: number;
-  /**
-   * Set when `value` holds no raw newline, as JSON text written by `JSON.stringify` cannot:
-   * a broker that joins values with newlines may then skip looking (a scan of every value of
-   * a bulk send). Absent, the broker looks.
-   */
-  readonly oneLine?: boolean;
 }
 
 /**
