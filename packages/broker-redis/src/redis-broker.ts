@@ -244,6 +244,13 @@ if tonumber(ARGV[2]) > 0 then return claim_into(KEYS[2], KEYS[3], ARGV[2]) end
 return {}`);
 }
 
+/**
+ * The smallest half of a prefetch that ack batches are split into (see `#inHalves`). Smaller
+ * calls cost more per task than the overlap gives back: at concurrency 10, halves of 5 ran
+ * 8% fewer tasks a second end to end (23.2k against 25.2k, 8 interleaved pairs).
+ */
+const MIN_HALF = 32;
+
 /** Acks carrying writes per script call: as the backend's own batches, a bound on how long one call holds Redis. */
 const WRITE_ACKS_PER_CALL = 256;
 
@@ -335,6 +342,8 @@ export class RedisBroker implements Broker {
   readonly #subs = new Set<RedisSubscription>();
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #acks = new Map<string, AckBatch>();
+  /** Second halves of ack batches, sent one turn after their first (see `#sendWriteAcks`). */
+  readonly #laterAcks: (() => void)[] = [];
   /** The write-ack-claim script of each backend script seen, and a short name for it in batch keys. */
   readonly #writeScripts = new Map<string, { script: LuaScript; name: string }>();
   readonly #pushes = new Map<string, PushBatch>();
@@ -829,30 +838,66 @@ export class RedisBroker implements Broker {
         this.#settleAcks(sub, done, this.client.hdel(store, ...members));
         continue;
       }
-      this.#settleAcks(sub, done, sub.claiming(refill, ACK_CLAIM.run(this.client, [store, sub.queue], [refill, ...members]) as Promise<string[]>));
+      this.#inHalves(sub, done, members.length, Number.POSITIVE_INFINITY, (from, to, n) =>
+        n > 0 ? (ACK_CLAIM.run(this.client, [store, sub.queue], [n, ...members.slice(from, to)]) as Promise<string[]>) : this.client.hdel(store, ...members.slice(from, to)),
+      );
     }
   }
 
-  /** Acks that carry writes, in calls of at most WRITE_ACKS_PER_CALL, each with the claim of the slots it frees. */
+  /**
+   * Sends a turn's `n` acks of `sub` as `send(from, to, refill)` calls of at most `most` acks,
+   * each claiming `refill` of the slots the batch frees. A batch larger than half the
+   * consumer's prefetch goes out in two calls a turn apart, so that Redis runs the second
+   * while the worker already runs the tasks the first claimed. Sent as one, the worker and
+   * Redis took turns being idle: a worker at concurrency 100 draining a full queue ran 50.5k
+   * tasks/s that way, 65.7k in halves (4 rounds of each, 3 times interleaved). Sent in the
+   * same turn, the halves reach Redis in one read and come back in one reply (50.7k).
+   */
+  #inHalves(sub: RedisSubscription, done: readonly Settle[], n: number, most: number, send: (from: number, to: number, refill: number) => Promise<unknown>): void {
+    const half = Math.ceil(sub.options.prefetch / 2);
+    const per = Math.min(most, half >= MIN_HALF ? half : n);
+    // Counted once for the whole batch: while a call is unanswered, its claim holds the slots it asked for.
+    let refills = Math.max(0, sub.freeSlots(n));
+    for (let i = 0; i < n; i += per) {
+      const from = i;
+      const to = Math.min(n, i + per);
+      const refill = to === n ? refills : Math.min(refills, to - from);
+      refills -= refill;
+      const sent = from === 0 ? send(from, to, refill) : this.#later(() => send(from, to, refill));
+      this.#settleAcks(sub, done.slice(from, to), refill > 0 ? sub.claiming(refill, sent as Promise<string[]>) : sent);
+    }
+  }
+
+  /** Acks that carry writes, each call with the claim of the slots it frees (see `#inHalves`). */
   #sendWriteAcks({ sub, members, byNumber, done }: AckBatch, writes: readonly ScriptedWrite[]): void {
     const first = writes[0];
     if (!first) return;
     const { script } = this.#writeScript(first.lua);
     const store = byNumber ? sub.claimed : sub.inflight;
-    for (let i = 0; i < members.length; i += WRITE_ACKS_PER_CALL) {
-      const end = Math.min(members.length, i + WRITE_ACKS_PER_CALL);
+    this.#inHalves(sub, done, members.length, WRITE_ACKS_PER_CALL, (from, to, refill) => {
       const keys = [store, sub.queue, sub.claimed];
-      const refill = Math.max(0, sub.freeSlots(end - i));
       const args: string[] = [byNumber ? 'hash' : 'list', String(refill), String(first.shared.length), String(first.args.length), ...first.shared];
-      for (let k = i; k < end; k++) {
+      for (let k = from; k < to; k++) {
         const w = writes[k] as ScriptedWrite;
         keys.push(w.key);
         for (const a of w.args) args.push(a);
       }
-      for (let k = i; k < end; k++) args.push(members[k] as string);
-      const sent = script.run(this.client, keys, args) as Promise<string[]>;
-      this.#settleAcks(sub, done.slice(i, end), refill > 0 ? sub.claiming(refill, sent) : sent);
-    }
+      for (let k = from; k < to; k++) args.push(members[k] as string);
+      return script.run(this.client, keys, args);
+    });
+  }
+
+  /** `send`, run on the next turn of the event loop, or at once by `#sendLater` (`close()` must not leave one behind its release). */
+  #later<T>(send: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve) => {
+      this.#laterAcks.push(() => resolve(send()));
+      if (this.#laterAcks.length === 1) setImmediate(() => this.#sendLater());
+    });
+  }
+
+  #sendLater(): void {
+    const sends = this.#laterAcks.splice(0);
+    for (const send of sends) send();
   }
 
   /** Gives a consumer's in-flight messages back to the head of its queue and drops its lease. */
@@ -880,6 +925,7 @@ export class RedisBroker implements Broker {
     // Acks still gathering go out first: on this one connection Redis then removes their
     // messages before the release below could hand them back to the queue (a rerun).
     if (this.#acks.size > 0) this.#flushAcks();
+    this.#sendLater();
     // Unsettled deliveries go back to the queue head at once rather than after the lease.
     const returned = await Promise.allSettled(subs.map((s) => s.abandon()));
     this.#subs.clear();

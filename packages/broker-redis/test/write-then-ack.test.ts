@@ -53,6 +53,66 @@ describe('RedisBroker ackAfterWrite', () => {
   });
 });
 
+describe('RedisBroker ackAfterWrite, a turn of acks beyond half the prefetch', () => {
+  const uuids = Array.from({ length: 128 }, (_, i) => `half-${i}`);
+  const evalshas = (calls: string[][]) => calls.filter((call) => call[0] === 'evalsha');
+
+  it('goes out in two calls a turn apart (from a prefetch of 64), and the slots both free are claimed again', async () => {
+    await broker.publishBatch(uuids.map((UUID) => newSignature({ Name: 'noop', UUID })));
+    const c = collectDeliveries();
+    const sub = await broker.consume(queue, { prefetch: 64, onDelivery: c.onDelivery, consumerTag: 'half' });
+    await c.until(64);
+    const recorded = recordCommands(broker.client);
+    const acks = c.got.map((d, i) => d.ackAfterWrite?.(setTo(`${queue}_half${i}`, String(i))));
+    // The acks flush on the next turn; this runs right after that flush and before the turn after.
+    const afterFlush = await new Promise<number>((r) => setImmediate(() => r(evalshas(recorded.calls).length)));
+    await Promise.all(acks);
+    recorded.stop();
+    expect(afterFlush).toBe(1);
+    const calls = evalshas(recorded.calls);
+    expect(calls).toHaveLength(2);
+    // Each call carries 32 of the writes (their keys follow the three keys of the script).
+    for (const call of calls) expect(call.filter((a) => a.startsWith(`${queue}_half`))).toHaveLength(32);
+    for (let i = 0; i < 64; i++) expect(await redis.get(`${queue}_half${i}`)).toBe(`v:${i}`);
+    await c.until(128);
+    expect(c.got.slice(64).map((d) => (JSON.parse(d.body) as { UUID: string }).UUID)).toEqual(uuids.slice(64));
+    for (const d of c.got.slice(64)) await d.settle({ kind: 'ack' });
+    await sub.stop();
+    expect(await redis.llen(queue)).toBe(0);
+  });
+
+  it('stays one call below a prefetch of 64, where halves would cost more than they overlap', async () => {
+    await broker.publishBatch(uuids.slice(0, 62).map((UUID) => newSignature({ Name: 'noop', UUID })));
+    const c = collectDeliveries();
+    const sub = await broker.consume(queue, { prefetch: 62, onDelivery: c.onDelivery, consumerTag: 'whole' });
+    await c.until(62);
+    const recorded = recordCommands(broker.client);
+    await Promise.all(c.got.map((d, i) => d.ackAfterWrite?.(setTo(`${queue}_whole${i}`, String(i)))));
+    recorded.stop();
+    // (The consumer's own claim follows once its slots are free: it carries no write.)
+    expect(evalshas(recorded.calls).filter((call) => call.some((a) => a.startsWith(`${queue}_whole`)))).toHaveLength(1);
+    await sub.stop();
+    expect(await redis.llen(queue)).toBe(0);
+  });
+
+  it('sends its second call before the messages go back when the broker closes in the same turn', async () => {
+    const q2 = `${queue}_halfclose`;
+    const closing = new RedisBroker({ url, defaultQueue: q2, keyPrefix });
+    await closing.publishBatch(uuids.map((UUID) => newSignature({ Name: 'noop', UUID })));
+    const c = collectDeliveries();
+    await closing.consume(q2, { prefetch: 64, onDelivery: c.onDelivery, consumerTag: 'halfclose' });
+    await c.until(64);
+    const acks = c.got.map((d, i) => d.ackAfterWrite?.(setTo(`${q2}_${i}`, String(i), closing.store)));
+    await closing.close();
+    await Promise.allSettled(acks);
+    for (let i = 0; i < 64; i++) expect(await redis.get(`${q2}_${i}`)).toBe(`v:${i}`);
+    // The acked 64 are not handed back to run again; the 64 never handed out are, in order.
+    const left = await redis.lrange(q2, 0, -1);
+    await redis.del(q2);
+    expect(left.map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual(uuids.slice(64));
+  });
+});
+
 describe('a worker whose backend shares the broker\'s Redis', () => {
   const names = uniqueNames('wackw');
   const uuids: string[] = [];
