@@ -54,14 +54,14 @@ describe('RedisBroker ackAfterWrite', () => {
 });
 
 describe('RedisBroker ackAfterWrite, a turn of acks beyond half the prefetch', () => {
-  const uuids = Array.from({ length: 128 }, (_, i) => `half-${i}`);
+  const uuids = Array.from({ length: 200 }, (_, i) => `half-${i}`);
   const evalshas = (calls: string[][]) => calls.filter((call) => call[0] === 'evalsha');
 
-  it('goes out in two calls a turn apart (from a prefetch of 64), and the slots both free are claimed again', async () => {
+  it('goes out in two calls a turn apart (from a prefetch of 100), and the slots both free are claimed again', async () => {
     await broker.publishBatch(uuids.map((UUID) => newSignature({ Name: 'noop', UUID })));
     const c = collectDeliveries();
-    const sub = await broker.consume(queue, { prefetch: 64, onDelivery: c.onDelivery, consumerTag: 'half' });
-    await c.until(64);
+    const sub = await broker.consume(queue, { prefetch: 100, onDelivery: c.onDelivery, consumerTag: 'half' });
+    await c.until(100);
     const recorded = recordCommands(broker.client);
     const acks = c.got.map((d, i) => d.ackAfterWrite?.(setTo(`${queue}_half${i}`, String(i))));
     // The acks flush on the next turn; this runs right after that flush and before the turn after.
@@ -71,21 +71,21 @@ describe('RedisBroker ackAfterWrite, a turn of acks beyond half the prefetch', (
     expect(afterFlush).toBe(1);
     const calls = evalshas(recorded.calls);
     expect(calls).toHaveLength(2);
-    // Each call carries 32 of the writes (their keys follow the three keys of the script).
-    for (const call of calls) expect(call.filter((a) => a.startsWith(`${queue}_half`))).toHaveLength(32);
-    for (let i = 0; i < 64; i++) expect(await redis.get(`${queue}_half${i}`)).toBe(`v:${i}`);
-    await c.until(128);
-    expect(c.got.slice(64).map((d) => (JSON.parse(d.body) as { UUID: string }).UUID)).toEqual(uuids.slice(64));
-    for (const d of c.got.slice(64)) await d.settle({ kind: 'ack' });
+    // Each call carries 50 of the writes (their keys follow the three keys of the script).
+    for (const call of calls) expect(call.filter((a) => a.startsWith(`${queue}_half`))).toHaveLength(50);
+    for (let i = 0; i < 100; i++) expect(await redis.get(`${queue}_half${i}`)).toBe(`v:${i}`);
+    await c.until(200);
+    expect(c.got.slice(100).map((d) => (JSON.parse(d.body) as { UUID: string }).UUID)).toEqual(uuids.slice(100));
+    for (const d of c.got.slice(100)) await d.settle({ kind: 'ack' });
     await sub.stop();
     expect(await redis.llen(queue)).toBe(0);
   });
 
-  it('stays one call below a prefetch of 64, where halves would cost more than they overlap', async () => {
-    await broker.publishBatch(uuids.slice(0, 62).map((UUID) => newSignature({ Name: 'noop', UUID })));
+  it('stays one call below a prefetch of 100, where halves would cost more than they overlap', async () => {
+    await broker.publishBatch(uuids.slice(0, 98).map((UUID) => newSignature({ Name: 'noop', UUID })));
     const c = collectDeliveries();
-    const sub = await broker.consume(queue, { prefetch: 62, onDelivery: c.onDelivery, consumerTag: 'whole' });
-    await c.until(62);
+    const sub = await broker.consume(queue, { prefetch: 98, onDelivery: c.onDelivery, consumerTag: 'whole' });
+    await c.until(98);
     const recorded = recordCommands(broker.client);
     await Promise.all(c.got.map((d, i) => d.ackAfterWrite?.(setTo(`${queue}_whole${i}`, String(i)))));
     recorded.stop();
@@ -100,16 +100,16 @@ describe('RedisBroker ackAfterWrite, a turn of acks beyond half the prefetch', (
     const closing = new RedisBroker({ url, defaultQueue: q2, keyPrefix });
     await closing.publishBatch(uuids.map((UUID) => newSignature({ Name: 'noop', UUID })));
     const c = collectDeliveries();
-    await closing.consume(q2, { prefetch: 64, onDelivery: c.onDelivery, consumerTag: 'halfclose' });
-    await c.until(64);
+    await closing.consume(q2, { prefetch: 100, onDelivery: c.onDelivery, consumerTag: 'halfclose' });
+    await c.until(100);
     const acks = c.got.map((d, i) => d.ackAfterWrite?.(setTo(`${q2}_${i}`, String(i), closing.store)));
     await closing.close();
     await Promise.allSettled(acks);
-    for (let i = 0; i < 64; i++) expect(await redis.get(`${q2}_${i}`)).toBe(`v:${i}`);
-    // The acked 64 are not handed back to run again; the 64 never handed out are, in order.
+    for (let i = 0; i < 100; i++) expect(await redis.get(`${q2}_${i}`)).toBe(`v:${i}`);
+    // The acked 100 are not handed back to run again; the 100 never handed out are, in order.
     const left = await redis.lrange(q2, 0, -1);
     await redis.del(q2);
-    expect(left.map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual(uuids.slice(64));
+    expect(left.map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual(uuids.slice(100));
   });
 });
 
