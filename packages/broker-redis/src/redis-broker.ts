@@ -343,7 +343,7 @@ export class RedisBroker implements Broker {
   readonly #subs = new Set<RedisSubscription>();
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #acks = new Map<string, AckBatch>();
-  /** Second halves of ack batches, sent one turn after their first (see `#sendWriteAcks`). */
+  /** Later calls of split ack batches, sent one turn after their first (see `#inHalves`). */
   readonly #laterAcks: (() => void)[] = [];
   /** The write-ack-claim script of each backend script seen, and a short name for it in batch keys. */
   readonly #writeScripts = new Map<string, { script: LuaScript; name: string }>();
@@ -847,9 +847,10 @@ export class RedisBroker implements Broker {
 
   /**
    * Sends a turn's `n` acks of `sub` as `send(from, to, refill)` calls of at most `most` acks,
-   * each claiming `refill` of the slots the batch frees. A batch larger than half the
-   * consumer's prefetch goes out in two calls a turn apart, so that Redis runs the second
-   * while the worker already runs the tasks the first claimed. Sent as one, the worker and
+   * each claiming `refill` of the slots the batch frees; the calls after the first go out a
+   * turn later. Once half the consumer's prefetch is MIN_HALF or more, a batch larger than
+   * that half goes out in halves, so that Redis runs the second while the worker already
+   * runs the tasks the first claimed. Sent as one, the worker and
    * Redis took turns being idle: a worker at concurrency 100 (prefetch 200) draining a full
    * queue ran 50.5k tasks/s that way, 65.7k in calls of 50 (4 rounds of each, 3 times
    * interleaved; halves of 100 did as well). Sent in the same turn, the calls reach Redis in
