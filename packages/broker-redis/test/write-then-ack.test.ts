@@ -81,6 +81,30 @@ describe('RedisBroker ackAfterWrite, a turn of acks beyond half the prefetch', (
     expect(await redis.llen(queue)).toBe(0);
   });
 
+  it('hands out nothing its second call claims once stop() came between the two, and those messages go back to the queue in order', async () => {
+    const q3 = `${queue}_halfstop`;
+    await broker.publishBatch(uuids.map((UUID) => newSignature({ Name: 'noop', UUID, RoutingKey: q3 })));
+    const c = collectDeliveries();
+    const sub = await broker.consume(q3, { prefetch: 100, onDelivery: c.onDelivery, consumerTag: 'halfstop' });
+    await c.until(100);
+    const recorded = recordCommands(broker.client);
+    const acks = c.got.map((d, i) => d.ackAfterWrite?.(setTo(`${q3}_${i}`, String(i))));
+    // Queued after the acks' flush and before their second call (which the flush queues).
+    const stopped = new Promise<void>((r) => setImmediate(() => r(sub.stop())));
+    await Promise.all(acks);
+    await stopped;
+    recorded.stop();
+    // The second call still claims its 50 slots (counted before stop()): after its 3 + 50 keys, 'hash' and that count.
+    const calls = evalshas(recorded.calls).filter((call) => call.some((a) => a.startsWith(`${q3}_`)));
+    expect(calls.map((call) => call[3 + 53 + 1])).toEqual(['50', '50']);
+    for (let i = 0; i < 100; i++) expect(await redis.get(`${q3}_${i}`)).toBe(`v:${i}`);
+    await sleep(50);
+    expect(c.got).toHaveLength(100);
+    const left = await redis.lrange(q3, 0, -1);
+    await redis.del(q3);
+    expect(left.map((b) => (JSON.parse(b) as { UUID: string }).UUID)).toEqual(uuids.slice(100));
+  });
+
   it('stays one call below a prefetch of 100, where halves would cost more than they overlap', async () => {
     await broker.publishBatch(uuids.slice(0, 98).map((UUID) => newSignature({ Name: 'noop', UUID })));
     const c = collectDeliveries();
