@@ -127,6 +127,28 @@ describe('RedisBroker refills on ack', () => {
     await sub.stop();
     await done();
   });
+
+  it('from a prefetch of 100, sends a turn of 100 acks as two calls of 50 a turn apart, each claiming the 50 slots it frees', async () => {
+    const { b, c, sub, done } = await consuming('halves', 200, 100);
+    const recorded = recordCommands(b.client);
+    const acks = c.got.slice(0, 100).map((d) => d.settle({ kind: 'ack' }));
+    const callsAfter = () => recorded.calls.filter((call) => call[0] === 'evalsha' && call.length > 50);
+    // Runs right after the flush and before the turn after it.
+    const afterFlush = await new Promise<number>((r) => setImmediate(() => r(callsAfter().length)));
+    await Promise.all(acks);
+    recorded.stop();
+    expect(afterFlush).toBe(1);
+    // After the sha, the key count and the two keys: the slots claimed, then the 50 claim numbers.
+    expect(callsAfter().map((call) => [call[5], call.length - 6])).toEqual([
+      ['50', 50],
+      ['50', 50],
+    ]);
+    await c.until(200);
+    for (const d of c.got.slice(100)) await d.settle({ kind: 'ack' });
+    expect(new Set(c.got.map((d) => (JSON.parse(d.body) as { UUID: string }).UUID)).size).toBe(200);
+    await sub.stop();
+    await done();
+  });
 });
 
 describe('RedisBroker stop during a refill', () => {
