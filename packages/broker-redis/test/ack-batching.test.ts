@@ -25,9 +25,9 @@ describe('RedisBroker acks', () => {
     }
     const calls = recorded.calls;
     // One call removes from the hash (its first key): the acks, with the claim of the slots they
-    // free (the queue is empty, so nothing comes). A prefetch of 40 is too small to be split in
-    // halves (see the writes' acks in write-then-ack.test.ts). It carries one number per acked message and no
-    // body. (eval: a first-time NOSCRIPT retry; the claim that follows names the queue first.)
+    // free (the queue is empty, so nothing comes); a prefetch of 40 is too small to be split in
+    // halves (see 'refills on ack' below). It carries one number per acked message and no body.
+    // (eval: a first-time NOSCRIPT retry; the claim that follows names the queue first.)
     const onHash = calls.filter((call) => call[0] !== 'eval' && (call[1] === claimed || call[3] === claimed));
     expect(onHash).toHaveLength(1);
     const numbers = c.got.map((d) => (d as unknown as { claimNo: string }).claimNo).sort();
