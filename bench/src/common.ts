@@ -79,10 +79,18 @@ function stats(): WorkerStats {
   };
 }
 
-/** Tells the harness the worker consumes, and answers its stats requests from then on. */
+/**
+ * Tells the harness the worker consumes, and answers its stats requests from then on. A
+ * worker outlives a harness that is killed or crashes: left running, it would keep taking
+ * tasks from the next run's queue of the same name and make that run fail or skew it. So it
+ * exits when the harness's IPC channel closes, which happens however the harness ends.
+ */
 export function ready(): void {
   process.on('message', (m) => {
     if (m === 'stats') process.send?.({ type: 'stats', ...stats() });
   });
+  process.once('disconnect', () => process.exit(0));
+  // The harness may have gone while this worker was starting, before anyone listened.
+  if (process.send !== undefined && !process.connected) process.exit(0);
   process.stdout.write('ready\n');
 }
