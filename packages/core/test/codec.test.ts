@@ -82,6 +82,25 @@ describe('the task message (reference §1, §13)', () => {
     expect(decodeSignature('{"Name":"\\"__proto__\\": x"}').Name).toBe('"__proto__": x');
   });
 
+  it('refuses a prototype key, and forbidden keys in objects nested in arrays of arrays', () => {
+    expect(() => decodeSignature('{"Name":"a","Headers":{"h":{"prototype":1}}}')).toThrow(/forbidden key "prototype"/);
+    expect(() => decodeSignature('{"Name":"a","Headers":{"h":[[1,{"ok":[{"__proto__":null}]}]]}}')).toThrow(/forbidden key "__proto__"/);
+    expect(() => decodeTaskState('{"TaskUUID":"t","State":"SUCCESS","Results":[{"Type":"string","Value":{"constructor":{}}}]}')).toThrow(/forbidden key "constructor"/);
+  });
+
+  it('an enumerable key added to Object.prototype is neither refused nor walked', () => {
+    // Walked as if it were the message's own, its value would be refused (and it is reachable from itself).
+    Object.defineProperty(Object.prototype, 'polluted', { value: { prototype: 1 }, enumerable: true, configurable: true, writable: true });
+    try {
+      expect(decodeSignature('{"Name":"a","Headers":{"h":{"x":1}}}').Headers).toEqual({ h: { x: 1 } });
+      expect(decodeTaskState('{"TaskUUID":"t","State":"SUCCESS","Results":[{"Type":"int64","Value":9007199254740993}]}').Results?.[0]?.Value).toBe(
+        9007199254740993n,
+      );
+    } finally {
+      delete (Object.prototype as Record<string, unknown>).polluted;
+    }
+  });
+
   it('a message as Go writes it decodes the same by the quick path as by the key-folding reader', () => {
     const texts = [
       GO_ADD,
