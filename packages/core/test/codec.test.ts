@@ -122,6 +122,36 @@ describe('the task message (reference §1, §13)', () => {
     expect(() => decodeSignature(GO_ADD.replace('"ETA":null', '"ETA":"soon"'))).toThrow(/RFC 3339/);
   });
 
+  it('a state document as Go writes it decodes the same by the quick path as by the key-folding reader', () => {
+    const texts = [
+      GO_SUCCESS,
+      GO_SUCCESS.replace('"Results":[{"Type":"int64","Value":2}]', '"Results":null').replace('"State":"SUCCESS"', '"State":"PENDING"'),
+      GO_SUCCESS.replace('"Results":[{"Type":"int64","Value":2}]', '"Results":[]').replace('"Error":""', '"Error":"boom"').replace('"State":"SUCCESS"', '"State":"FAILURE"'),
+      GO_SUCCESS.replace('"Value":2}', '"Value":18446744073709551615},{"Type":"[]string","Value":["a",null]},{"Type":"bool","Value":null}'),
+      GO_SUCCESS.replace('"CreatedAt":"2026-11-22T20:18:13.156749485Z"', '"CreatedAt":"2026-11-22T21:18:13+01:00"').replace('"TTL":0', '"TTL":3600'),
+    ];
+    for (const text of texts) {
+      // Lower-case keys make the quick path decline (Go's decoder accepts them).
+      const folded = text.replace(/"(TaskUUID|State|Results|Type|TTL)":/g, (_m, k: string) => `"${k.toLowerCase()}":`);
+      expect(folded).not.toBe(text);
+      expect(decodeTaskState(text)).toStrictEqual(decodeTaskState(folded));
+    }
+    expect(decodeTaskState(texts[3] as string).Results?.[0]?.Value).toBe(18446744073709551615n);
+    // Shapes the quick path declines still decode, or are refused, as before.
+    expect(decodeTaskState(GO_SUCCESS.replace('"State":"SUCCESS"', '"State":""')).State).toBe('PENDING');
+    expect(decodeTaskState(GO_SUCCESS.replace(',"CreatedAt":"2026-11-22T20:18:13.156749485Z"', '')).CreatedAt).toBe('0001-01-01T00:00:00Z');
+    expect(decodeTaskState(GO_SUCCESS.replace('{"Type":"int64","Value":2}', '{"Type":"int64"}')).Results).toEqual([{ Type: 'int64', Value: null }]);
+    expect(() => decodeTaskState(GO_SUCCESS.replace('"TTL":0', '"TTL":0.5'))).toThrow(/TTL must be an integer/);
+    expect(() => decodeTaskState(GO_SUCCESS.replace('"CreatedAt":"2026', '"CreatedAt":"soon'))).toThrow(/RFC 3339/);
+    expect(() => decodeTaskState(GO_SUCCESS.replace('[{"Type":"int64","Value":2}]', '[2]'))).toThrow(/must be a JSON object/);
+  });
+
+  it('refuses a state that is only a name on Object.prototype', () => {
+    for (const state of ['toString', 'constructor', 'hasOwnProperty']) {
+      expect(() => decodeTaskState(GO_SUCCESS.replace('"State":"SUCCESS"', `"State":"${state}"`))).toThrow(`unknown task state "${state}"`);
+    }
+  });
+
   it('refuses a forbidden key also in a message with a number beyond 2^53, and keeps such numbers exact', () => {
     expect(() => decodeSignature('{"Name":"a","RetryCount":9007199254740993,"Headers":{"__proto__":{"x":1}}}')).toThrow(/forbidden key "__proto__"/);
     expect(decodeSignature('{"Name":"a","Args":[{"Type":"int64","Value":-9007199254740993}]}').Args?.[0]?.Value).toBe(-9007199254740993n);

@@ -285,9 +285,47 @@ function generalTaskStateJson(state: TaskState): string {
 
 export function decodeTaskState(text: string): TaskState {
   const obj = asObject(parseExactJson(text), 'task state');
+  return exactTaskState(obj) ?? readTaskState(obj);
+}
+
+/**
+ * A state document as Go and machinery-ts write it: every key in its exact case, each value
+ * of its field's type. Read with fixed property names, as `exactSignature` reads a message;
+ * `undefined` for anything else, which `readTaskState` takes, with the same result. A sender
+ * decodes one per result it waits for, on the way from the announcement to its caller.
+ */
+function exactTaskState(obj: Record<string, unknown>): TaskState | undefined {
+  const { TaskUUID, TaskName, State, Results, Error, CreatedAt, TTL } = obj;
+  if (
+    typeof TaskUUID !== 'string' ||
+    typeof TaskName !== 'string' ||
+    typeof State !== 'string' ||
+    !Object.hasOwn(TaskStates, State) ||
+    typeof Error !== 'string' ||
+    typeof CreatedAt !== 'string' ||
+    parseRfc3339(CreatedAt) === null ||
+    !isInt(TTL) ||
+    !(Results === null || Array.isArray(Results))
+  ) {
+    return undefined;
+  }
+  let results: TaskResult[] | null = null;
+  if (Results) {
+    results = [];
+    for (const r of Results as unknown[]) {
+      if (r === null || typeof r !== 'object' || Array.isArray(r)) return undefined;
+      const { Type, Value } = r as Record<string, unknown>;
+      if (typeof Type !== 'string' || Value === undefined) return undefined;
+      results.push({ Type, Value: Value as WireValue });
+    }
+  }
+  return { TaskUUID, TaskName, State: State as TaskStateName, Results: results, Error, CreatedAt, TTL };
+}
+
+function readTaskState(obj: Record<string, unknown>): TaskState {
   const f = fieldReader(obj, 'task state');
   const state = f.string('State');
-  if (state !== '' && !(state in TaskStates)) throw new MalformedMessageError(`unknown task state "${state}"`);
+  if (state !== '' && !Object.hasOwn(TaskStates, state)) throw new MalformedMessageError(`unknown task state "${state}"`);
   return {
     TaskUUID: f.string('TaskUUID'),
     TaskName: f.string('TaskName'),
