@@ -309,18 +309,28 @@ function exactTaskState(obj: Record<string, unknown>): TaskState | undefined {
   ) {
     return undefined;
   }
-  let results: TaskResult[] | null = null;
-  if (Results) {
-    results = [];
-    for (const r of Results as unknown[]) {
-      if (r === null || typeof r !== 'object' || Array.isArray(r)) return undefined;
-      const { Type, Value } = r as Record<string, unknown>;
-      if (typeof Type !== 'string' || Value === undefined) return undefined;
-      results.push({ Type, Value: Value as WireValue });
-    }
-  }
+  const results = Results === null ? null : exactObjects(Results as unknown[], exactResult);
+  if (results === undefined) return undefined;
   return { TaskUUID, TaskName, State: State as TaskStateName, Results: results, Error, CreatedAt, TTL };
 }
+
+/** Each item of `list` read by `read`; `undefined` when one is not an object or `read` declines it. */
+function exactObjects<T>(list: readonly unknown[], read: (item: Record<string, unknown>) => T | undefined): T[] | undefined {
+  const out: T[] = [];
+  for (const v of list) {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    const item = read(v as Record<string, unknown>);
+    if (item === undefined) return undefined;
+    out.push(item);
+  }
+  return out;
+}
+
+const exactResult = ({ Type, Value }: Record<string, unknown>): TaskResult | undefined =>
+  typeof Type === 'string' && Value !== undefined ? { Type, Value: Value as WireValue } : undefined;
+
+const exactArg = ({ Name, Type, Value }: Record<string, unknown>): Arg | undefined =>
+  typeof Name === 'string' && typeof Type === 'string' && Value !== undefined ? { Name, Type, Value: Value as WireValue } : undefined;
 
 function readTaskState(obj: Record<string, unknown>): TaskState {
   const f = fieldReader(obj, 'task state');
@@ -405,16 +415,8 @@ function exactSignature(obj: Record<string, unknown>): Signature | undefined {
   ) {
     return undefined;
   }
-  let args: Arg[] | null = null;
-  if (Args) {
-    args = [];
-    for (const a of Args as unknown[]) {
-      if (a === null || typeof a !== 'object' || Array.isArray(a)) return undefined;
-      const { Name: argName, Type, Value } = a as Record<string, unknown>;
-      if (typeof argName !== 'string' || typeof Type !== 'string' || Value === undefined) return undefined;
-      args.push({ Name: argName, Type, Value: Value as WireValue });
-    }
-  }
+  const args = Args === null ? null : exactObjects(Args as unknown[], exactArg);
+  if (args === undefined) return undefined;
   return {
     UUID,
     Name,
