@@ -36,7 +36,8 @@ function harness(worker: string, early = false): Promise<{ parent: ChildProcess;
       const m = /worker (\d+)/.exec(out);
       if (m) resolve({ parent, workerPid: Number(m[1]) });
     });
-    parent.once('exit', (code) => reject(new Error(`the stand-in harness exited (${code}) before it named its worker`)));
+    // 'close' rather than 'exit': it comes after the last of the output, which may name the worker.
+    parent.once('close', (code) => reject(new Error(`the stand-in harness exited (${code}) before it named its worker`)));
   });
 }
 
