@@ -7,6 +7,7 @@ import BeeQueue from 'bee-queue';
 import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { WorkerProcess } from './child.js';
+import { CompletionPoll } from './completions.js';
 import { QUEUE, RAW_DONE, RAW_FAILED, RAW_QUEUE, benchUrl, rawResultKey } from './common.js';
 
 export interface Counts {
@@ -41,12 +42,6 @@ export interface System {
 }
 
 const CHUNK = 1000;
-/**
- * States read per MGET while polling for completions. Every poll reads at least one chunk, so
- * a chunk of 1000 every 10 ms read five times as many documents as the tasks finishing at
- * 20k/s, load on Redis and the producer that no peer's completion check carries.
- */
-const POLL_CHUNK = 100;
 
 export const limits = {
   /** How long one send → result may take before the sample is an error; main.ts shortens it for --quick. */
@@ -62,7 +57,6 @@ export const limits = {
 /** bee-queue latency samples whose `succeeded` event never arrived (see bee().roundTrip). */
 export let beeLostEvents = 0;
 
-/** machinery-ts with states in RedisBackend, on any broker; completion read from the states. */
 /**
  * machinery-ts with states in RedisBackend, or with `stored: false` in NullBackend, whose
  * completions only the worker process can count (as for raw amqplib).
@@ -71,51 +65,24 @@ export function machineryProducer(broker: Broker, queue: string, options: { stor
   const stored = options.stored ?? true;
   const backend = stored ? new RedisBackend({ url: benchUrl(), waitPollMs: 50 }) : null;
   const server = new Server({ broker, backend: backend ?? new NullBackend(), defaultQueue: queue });
-  let pending: string[] = [];
-  let done = 0;
-  let failed = 0;
+  const poll = backend ? new CompletionPoll({ get: (id) => backend.client.get(id), mget: (ids) => backend.client.mget(ids) }) : null;
   const sig = (i: number) => ({ Name: 'add', Args: [arg('int64', BigInt(i)), arg('int64', 1n)] });
   return {
     async enqueue(n, first = 0) {
       for (let i = 0; i < n; i += CHUNK) {
         const batch = [];
         for (let j = i; j < Math.min(n, i + CHUNK); j++) batch.push(sig(first + j));
-        for (const r of await server.sendTasks(batch)) if (backend) pending.push(r.taskUUID);
+        for (const r of await server.sendTasks(batch)) poll?.add(r.taskUUID);
       }
     },
     async enqueueOne(n) {
       for (let i = 0; i < n; i++) {
         const r = await server.sendTask(sig(i));
-        if (backend) pending.push(r.taskUUID);
+        poll?.add(r.taskUUID);
       }
     },
     async counts(worker) {
-      if (!backend) return { done: (await worker.stats()).executed, failed: 0 };
-      const still: string[] = [];
-      const completed = (s: string | null) => s?.includes('"State":"SUCCESS"') || s?.includes('"State":"FAILURE"');
-      for (let i = 0; i < pending.length; i += POLL_CHUNK) {
-        const ids = pending.slice(i, i + POLL_CHUNK);
-        // Tasks finish roughly in order: a chunk whose last task is unfinished is read again
-        // later anyway, so only that one state is read now (each state is then read about once).
-        if (ids.length > 1 && !completed(await backend.client.get(ids[ids.length - 1]!))) {
-          still.push(...pending.slice(i));
-          break;
-        }
-        const states = await backend.client.mget(...ids);
-        states.forEach((s, k) => {
-          if (s?.includes('"State":"SUCCESS"')) done += 1;
-          else if (s?.includes('"State":"FAILURE"')) failed += 1;
-          else still.push(ids[k]!);
-        });
-        // Tasks finish roughly in order: while this chunk is unfinished, reading the later
-        // ones would only load Redis (and slow the run it measures). They are read later.
-        if (still.length > 0) {
-          still.push(...pending.slice(i + POLL_CHUNK));
-          break;
-        }
-      }
-      pending = still;
-      return { done, failed };
+      return poll ? poll.poll() : { done: (await worker.stats()).executed, failed: 0 };
     },
     // Nothing to await a result from without stored states.
     ...(backend && {
