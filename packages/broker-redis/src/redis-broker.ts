@@ -342,12 +342,19 @@ export class RedisBroker implements Broker {
   readonly #id = randomBytes(8).toString('hex');
   readonly #subs = new Set<RedisSubscription>();
   readonly #timers = new Set<NodeJS.Timeout>();
-  readonly #acks = new Map<string, AckBatch>();
+  /**
+   * The turn's acks (and the tick's publishes, `#pushes`) by batch key. Each flush starts a new
+   * Map rather than clearing this one: V8's Map.clear leaves the old table pointing at the new
+   * one, so once a table is in the old generation every later table, and the batches in it,
+   * outlive young-generation collections until a full one. Cleared, a worker at concurrency 10
+   * moved 58 MB of 40,000 tasks' garbage into the old generation; replaced, 48 MB.
+   */
+  #acks = new Map<string, AckBatch>();
   /** Later calls of split ack batches, sent one turn after their first (see `#inHalves`). */
   readonly #laterAcks: (() => void)[] = [];
   /** The write-ack-claim script of each backend script seen, and a short name for it in batch keys. */
   readonly #writeScripts = new Map<string, { script: LuaScript; name: string }>();
-  readonly #pushes = new Map<string, PushBatch>();
+  #pushes = new Map<string, PushBatch>();
   /**
    * Commands sent and not yet answered (publishes, and the Redis calls of a stopping consumer or
    * of `close()`), with their deadlines. One interval rejects the overdue ones: a timer and a
@@ -561,7 +568,7 @@ export class RedisBroker implements Broker {
   #flushPushes(): void {
     this.#pushScheduled = false;
     const batches = [...this.#pushes];
-    this.#pushes.clear();
+    this.#pushes = new Map();
     corkForTick(this.client.stream);
     for (const [queue, batch] of batches) this.#sendPushes(queue, batch);
   }
@@ -815,7 +822,7 @@ export class RedisBroker implements Broker {
 
   #flushAcks(): void {
     const batches = [...this.#acks];
-    this.#acks.clear();
+    this.#acks = new Map();
     corkForTick(this.client.stream);
     for (const [key, batch] of batches) {
       if (batch.writes) {
