@@ -30,6 +30,10 @@ export interface AnnouncedWait extends WaitOptions {
  * time, an announcement during a read scheduling one more; a slow poll for writers that
  * announce nothing. Resolves with the completed state, or the last one read at the
  * deadline, on abort and on close; rejects when a read fails.
+ *
+ * One timer serves the deadline, the delayed first read and the poll: a sender may wait on
+ * every task it sends, and each timer is an insert into Node's timer lists and a removal
+ * when the wait ends (three per wait before; thousands of waits held as many timers).
  */
 export function waitForAnnouncedState(wait: AnnouncedWait): Promise<TaskState | null> {
   let last: TaskState | null = null;
@@ -37,16 +41,19 @@ export function waitForAnnouncedState(wait: AnnouncedWait): Promise<TaskState | 
     let done = false;
     let reading = false;
     let again = false;
+    let listening = false;
+    const start = performance.now();
+    const deadline = start + Math.max(0, wait.timeoutMs);
+    const delay = wait.firstReadAfterMs ?? 0;
+    let timer: NodeJS.Timeout | undefined;
     const end = (): void => finish(last);
     const finish = (value: TaskState | null, error?: unknown): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      clearTimeout(firstRead);
-      clearInterval(poll);
       wait.signal?.removeEventListener('abort', end);
       wait.closing.delete(end);
-      listening.stop();
+      stopListening();
       if (error === undefined) resolve(value);
       else reject(error);
     };
@@ -78,20 +85,30 @@ export function waitForAnnouncedState(wait: AnnouncedWait): Promise<TaskState | 
       if (announced && isCompleted(announced)) finish(announced);
       else check();
     };
-    const timer = setTimeout(end, Math.max(0, wait.timeoutMs));
-    const poll = setInterval(check, wait.pollMs);
-    let firstRead: NodeJS.Timeout | undefined;
+    // Fires at the first read's delay (or a poll period), then every poll period, and at the
+    // deadline at the latest; no read before listening has begun.
+    const arm = (ms: number): void => {
+      timer = setTimeout(tick, Math.min(ms, Math.max(0, deadline - performance.now())));
+    };
+    const tick = (): void => {
+      if (done) return;
+      if (performance.now() >= deadline) {
+        end();
+        return;
+      }
+      if (listening) check();
+      arm(wait.pollMs);
+    };
+    arm(delay > 0 ? delay : wait.pollMs);
     wait.signal?.addEventListener('abort', end, { once: true });
     wait.closing.add(end);
-    const listening = wait.listen(wake);
-    const delay = wait.firstReadAfterMs ?? 0;
+    const listen = wait.listen(wake);
+    const stopListening = listen.stop;
     // A failed listen leaves the poll: the read that follows says whether the store is there.
-    listening.ready.then(
-      () => {
-        if (delay > 0 && !done) firstRead = setTimeout(check, delay);
-        else check();
-      },
-      check,
-    );
+    const begin = (): void => {
+      listening = true;
+      if (delay === 0 || performance.now() - start >= delay) check();
+    };
+    listen.ready.then(begin, begin);
   });
 }

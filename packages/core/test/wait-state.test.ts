@@ -31,12 +31,12 @@ function harness(initial: TaskState | null) {
     },
     failReads: () => (failReads = true),
     closing,
-    wait: (timeoutMs: number, signal?: AbortSignal, firstReadAfterMs?: number) =>
+    wait: (timeoutMs: number, signal?: AbortSignal, firstReadAfterMs?: number, pollMs = 60_000) =>
       waitForAnnouncedState({
         timeoutMs,
         ...(firstReadAfterMs !== undefined ? { firstReadAfterMs } : {}),
         ...(signal ? { signal } : {}),
-        pollMs: 60_000,
+        pollMs,
         closing,
         isClosed: () => closed,
         read: async () => {
@@ -116,5 +116,32 @@ describe('waitForAnnouncedState', () => {
     expect((await second)?.State).toBe('SUCCESS');
     expect(silent.reads()).toBe(1);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(70);
+  });
+
+  it('with nothing announced, reads again every poll period until the state completes', async () => {
+    const h = harness(state('STARTED'));
+    const waiting = h.wait(5000, undefined, undefined, 20);
+    await new Promise((r) => setTimeout(r, 90));
+    const before = h.reads();
+    expect(before).toBeGreaterThanOrEqual(3); // the read at once, then the poll's
+    h.set(state('SUCCESS'));
+    expect((await waiting)?.State).toBe('SUCCESS');
+    expect(h.reads()).toBeGreaterThan(before);
+  });
+
+  it('holds one timer while it waits, and none once it has ended', async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const base = timers();
+    const a = harness(state('PENDING'));
+    const b = harness(state('PENDING'));
+    const plain = a.wait(5000, undefined, undefined, 20);
+    expect(timers()).toBe(base + 1);
+    const delayed = b.wait(5000, undefined, 80, 20);
+    expect(timers()).toBe(base + 2);
+    a.announce(state('SUCCESS'));
+    b.announce(state('SUCCESS'));
+    expect((await plain)?.State).toBe('SUCCESS');
+    expect((await delayed)?.State).toBe('SUCCESS');
+    expect(timers()).toBe(base);
   });
 });
