@@ -46,6 +46,7 @@ export function waitForAnnouncedState(wait: AnnouncedWait): Promise<TaskState | 
     const deadline = start + Math.max(0, wait.timeoutMs);
     const delay = wait.firstReadAfterMs ?? 0;
     let timer: NodeJS.Timeout | undefined;
+    let stopListening = (): void => {};
     const end = (): void => finish(last);
     const finish = (value: TaskState | null, error?: unknown): void => {
       if (done) return;
@@ -103,7 +104,9 @@ export function waitForAnnouncedState(wait: AnnouncedWait): Promise<TaskState | 
     wait.signal?.addEventListener('abort', end, { once: true });
     wait.closing.add(end);
     const listen = wait.listen(wake);
-    const stopListening = listen.stop;
+    // Ended already (a store that wakes from inside `listen`): nothing left to stop later.
+    if (done) listen.stop();
+    else stopListening = listen.stop;
     // A failed listen leaves the poll: the read that follows says whether the store is there.
     const begin = (): void => {
       listening = true;
