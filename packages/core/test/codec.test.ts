@@ -22,6 +22,18 @@ const GO_ADD =
 const GO_SUCCESS =
   '{"TaskUUID":"task_64ef830e-3820-4cf7-9562-b746c5ec23f1","TaskName":"add","State":"SUCCESS","Results":[{"Type":"int64","Value":2}],"Error":"","CreatedAt":"2026-11-22T20:18:13.156749485Z","TTL":0}';
 
+
+/**
+ * Each text decodes the same as its copy with `keys` lower-cased: lower-case keys make the
+ * quick path decline (Go's decoder accepts them), so the key-folding reader reads the copy.
+ */
+function expectQuickPathAgrees<T>(texts: readonly string[], keys: RegExp, decode: (text: string) => T): void {
+  for (const text of texts) {
+    const folded = text.replace(keys, (_m, k: string) => `"${k.toLowerCase()}":`);
+    expect(folded).not.toBe(text);
+    expect(decode(text)).toStrictEqual(decode(folded));
+  }
+}
 describe('the task message (reference §1, §13)', () => {
   it("encodes add(1, 1) to Go's exact bytes", () => {
     const sig = newSignature({
@@ -109,12 +121,7 @@ describe('the task message (reference §1, §13)', () => {
       GO_ADD.replace('"Value":1}', '"Value":null}').replace('"Headers":{}', '"Headers":{"trace":"x","n":2}'),
       GO_ADD.replace('"Value":1}', '"Value":18446744073709551615}').replace('"Value":1}', '"Value":[1,"a",true]}'),
     ];
-    for (const text of texts) {
-      // Lower-case keys make the quick path decline (Go's decoder accepts them).
-      const folded = text.replace(/"(UUID|Name|RoutingKey|Args|Priority|Value)":/g, (_m, k: string) => `"${k.toLowerCase()}":`);
-      expect(folded).not.toBe(text);
-      expect(decodeSignature(text)).toStrictEqual(decodeSignature(folded));
-    }
+    expectQuickPathAgrees(texts, /"(UUID|Name|RoutingKey|Args|Priority|Value)":/g, decodeSignature);
     expect(decodeSignature(texts[4] as string).Args?.[0]?.Value).toBe(18446744073709551615n);
     // Shapes the quick path declines still decode, or are refused, as before.
     expect(decodeSignature(GO_ADD.replace('"OnSuccess":null', '"OnSuccess":[]')).OnSuccess).toEqual([]);
@@ -130,12 +137,7 @@ describe('the task message (reference §1, §13)', () => {
       GO_SUCCESS.replace('"Value":2}', '"Value":18446744073709551615},{"Type":"[]string","Value":["a",null]},{"Type":"bool","Value":null}'),
       GO_SUCCESS.replace('"CreatedAt":"2026-11-22T20:18:13.156749485Z"', '"CreatedAt":"2026-11-22T21:18:13+01:00"').replace('"TTL":0', '"TTL":3600'),
     ];
-    for (const text of texts) {
-      // Lower-case keys make the quick path decline (Go's decoder accepts them).
-      const folded = text.replace(/"(TaskUUID|State|Results|Type|TTL)":/g, (_m, k: string) => `"${k.toLowerCase()}":`);
-      expect(folded).not.toBe(text);
-      expect(decodeTaskState(text)).toStrictEqual(decodeTaskState(folded));
-    }
+    expectQuickPathAgrees(texts, /"(TaskUUID|State|Results|Type|TTL)":/g, decodeTaskState);
     expect(decodeTaskState(texts[3] as string).Results?.[0]?.Value).toBe(18446744073709551615n);
     // Shapes the quick path declines still decode, or are refused, as before.
     expect(decodeTaskState(GO_SUCCESS.replace('"State":"SUCCESS"', '"State":""')).State).toBe('PENDING');
