@@ -864,7 +864,7 @@ export class RedisBroker implements Broker {
    * in one reply (50.7k).
    */
   #inHalves(sub: RedisSubscription, done: readonly Settle[], n: number, most: number, send: (from: number, to: number, refill: number) => Promise<unknown>): void {
-    const half = Math.ceil(sub.options.prefetch / 2);
+    const half = Math.ceil(sub.prefetch / 2);
     const per = Math.min(most, half >= MIN_HALF ? half : n);
     // Counted once for the whole batch: while a call is unanswered, its claim holds the slots it asked for.
     let refills = Math.max(0, sub.freeSlots(n));
@@ -994,6 +994,7 @@ class RedisSubscription implements Subscription {
   #wake: (() => void) | null = null;
   #released = false;
   #stopping: Promise<void> | null = null;
+  #prefetch: number;
 
   constructor(
     readonly broker: RedisBroker,
@@ -1005,6 +1006,18 @@ class RedisSubscription implements Subscription {
   ) {
     this.claimed = broker.claimedKey(consumerId);
     this.inflight = broker.inflightKey(consumerId);
+    this.#prefetch = options.prefetch;
+  }
+
+  /** The bound on unsettled deliveries now (`ConsumeOptions.prefetch` until `setPrefetch`). */
+  get prefetch(): number {
+    return this.#prefetch;
+  }
+
+  /** Takes effect at the next claim: a raise wakes a consumer waiting for a free slot. */
+  setPrefetch(prefetch: number): void {
+    this.#prefetch = prefetch;
+    this.#signal();
   }
 
   get holdsLease(): boolean {
@@ -1052,7 +1065,7 @@ class RedisSubscription implements Subscription {
    */
   freeSlots(released = 0): number {
     if (this.#stopped) return 0;
-    return Math.min(Math.max(1, this.options.prefetch) - this.#outstanding.size - this.#claiming + released, 1000);
+    return Math.min(Math.max(1, this.#prefetch) - this.#outstanding.size - this.#claiming + released, 1000);
   }
 
   /** Counts `n` slots as being claimed until `reply` (number, body pairs) arrives, then delivers it; returns how many came. */

@@ -403,6 +403,7 @@ class SqsSubscription implements Subscription {
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #stopped = false;
+  #prefetch: number;
 
   constructor(
     readonly broker: SqsBroker,
@@ -411,6 +412,13 @@ class SqsSubscription implements Subscription {
     readonly onGone: () => void,
   ) {
     this.#url = broker.queueUrl(queue);
+    this.#prefetch = options.prefetch;
+  }
+
+  /** Takes effect at the next receive; one already waiting keeps the size it asked for. */
+  setPrefetch(prefetch: number): void {
+    this.#prefetch = prefetch;
+    this.#signalFree();
   }
 
   get url(): string {
@@ -437,7 +445,7 @@ class SqsSubscription implements Subscription {
     const signal = this.#abort.signal;
     let failures = 0;
     while (!this.#stopped) {
-      const free = Math.max(1, this.options.prefetch) - this.#inFlight;
+      const free = Math.max(1, this.#prefetch) - this.#inFlight;
       if (free <= 0) {
         await new Promise<void>((r) => (this.#wake = r));
         continue;

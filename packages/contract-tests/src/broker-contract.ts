@@ -78,6 +78,32 @@ export function brokerContract(name: string, options: BrokerContractOptions): vo
       expect(c.got.length).toBe(2);
     });
 
+    it('setPrefetch, where offered, raises the bound of a running consumer and lowers it without taking back', async (ctx) => {
+      const broker = await make();
+      const q = queue();
+      await broker.publishBatch(Array.from({ length: 6 }, () => newSignature({ UUID: newTaskUUID(), Name: 't', RoutingKey: q })));
+      const c = collectDeliveries();
+      const sub = await broker.consume(q, { prefetch: 1, onDelivery: c.onDelivery });
+      if (!sub.setPrefetch) {
+        ctx.skip();
+        return;
+      }
+      await c.until(1);
+      sub.setPrefetch(3);
+      await c.until(3);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(c.got.length).toBe(3);
+      sub.setPrefetch(1);
+      await (c.got[0] as Delivery).settle({ kind: 'ack' });
+      await (c.got[1] as Delivery).settle({ kind: 'ack' });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(c.got.length).toBe(3);
+      await (c.got[2] as Delivery).settle({ kind: 'ack' });
+      await c.until(4);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(c.got.length).toBe(4);
+    });
+
     it('holds a delayed message until its ETA', async () => {
       const broker = await make();
       const q = queue();

@@ -114,6 +114,15 @@ export interface ConsumeOptions {
 export interface Subscription {
   /** Stops fetching. Resolves when no more deliveries will arrive. Idempotent. */
   stop(): Promise<void>;
+  /**
+   * Changes the bound of guarantee 5 from now on (values under 1 count as 1). Raising it lets
+   * more deliveries come at once; lowering it takes nothing back: what is handed out stays
+   * the caller's, and no more comes until fewer than the new bound are unsettled. Optional:
+   * an adapter that cannot change the bound of a running consumer leaves it out (AMQP, whose
+   * server applies a new per-consumer prefetch only to consumers started after it), and a
+   * caller then keeps the prefetch it started with.
+   */
+  setPrefetch?(prefetch: number): void;
 }
 
 export interface Delivery {

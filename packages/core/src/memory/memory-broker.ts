@@ -142,6 +142,7 @@ class MemorySubscription implements Subscription {
   readonly #inFlight = new Set<MemoryDelivery>();
   readonly #unlisten: () => void;
   #stopped = false;
+  #prefetch: number;
 
   constructor(
     readonly transport: MemoryTransport,
@@ -150,11 +151,17 @@ class MemorySubscription implements Subscription {
     readonly leaseMs: number,
     readonly onGone: () => void,
   ) {
+    this.#prefetch = options.prefetch;
     this.#unlisten = transport.listen(queue, () => this.pump());
   }
 
+  setPrefetch(prefetch: number): void {
+    this.#prefetch = prefetch;
+    queueMicrotask(() => this.pump());
+  }
+
   pump(): void {
-    while (!this.#stopped && this.#inFlight.size < Math.max(1, this.options.prefetch)) {
+    while (!this.#stopped && this.#inFlight.size < Math.max(1, this.#prefetch)) {
       const message = this.transport.shift(this.queue);
       if (!message) return;
       message.deliveryCount += 1;
