@@ -26,7 +26,7 @@ export function workerConcurrency(): number {
   return Number(process.env.BENCH_CONCURRENCY ?? 10);
 }
 
-/** machinery-ts workers' `readAhead` when `--read-ahead` sets one; otherwise their default (= concurrency). */
+/** machinery-ts workers' `readAhead` when `--read-ahead` sets one; otherwise their default (unset: see WorkerOptions.readAhead). */
 export function workerReadAhead(): { readAhead?: number } {
   const n = process.env.BENCH_READ_AHEAD;
   return n === undefined || n === '' ? {} : { readAhead: Number(n) };

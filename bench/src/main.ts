@@ -44,7 +44,7 @@ const E2E_WARMUP = Number(option('--e2e-warmup') ?? (quick ? 1000 : 5000));
 /** Task indexes of the warm-up tasks: far from 0..N-1, so the workers' duplicate check tells them apart. */
 const WARMUP_FIRST_INDEX = 1_000_000_000;
 /**
- * machinery-ts workers' `readAhead` (default: their own, = concurrency). The peers have no
+ * machinery-ts workers' `readAhead` (default: their own, unset). The peers have no
  * such setting; this is for measuring what a deeper one gives short tasks, not for the table.
  */
 const READ_AHEAD = option('--read-ahead');
@@ -378,7 +378,9 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
   **One at a time**: \`sendTask\` (PENDING, then publish), each awaited before the next.
 - **End to end**: the worker is a separate process (\`node --import tsx src/worker-<system>.ts\`; machinery-ts from its
   packages' tsc output, \`dist/\`, which \`pnpm bench\` builds first — as an application runs it, and as the peers run from npm)
-  at concurrency 1, 10 or 100. Each worker first runs ${E2E_WARMUP} untimed tasks (as many as V8 needs to optimise its
+  at concurrency 1, 10 or 100. machinery-ts workers run with their defaults: on Redis an unset \`readAhead\` holds
+  \`concurrency\` messages beyond those running and three times as many while tasks average under 1 ms, as these
+  no-op tasks do${READ_AHEAD === undefined ? '' : ` (this run sets readAhead ${READ_AHEAD})`}; bee-queue, BullMQ and the raw ioredis worker fetch a job per free slot. Each worker first runs ${E2E_WARMUP} untimed tasks (as many as V8 needs to optimise its
   hot code; a fresh process otherwise spends the first part of the run compiling, on threads that share the two cores),
   then throughput = N / (first send → last completion seen by the producer), the producer
   polling every 10 ms: machinery-ts reads the task states in the Redis backend (\`MGET\` of the unfinished ones, 100 at a
@@ -410,7 +412,7 @@ ${soakResult ? soakMarkdown(soakResult) : ''}
   publisher confirms awaited for every message, manual acks, one ack per message. raw amqplib publishes with
   \`sendToQueue\` (default exchange) and consumes with \`prefetch(concurrency)\`; machinery-ts publishes through a
   per-run direct exchange bound to the queue (its usual topology) and consumes with its worker's default prefetch,
-  concurrency + readAhead (${READ_AHEAD === undefined ? '= 2 × concurrency' : `readAhead ${READ_AHEAD} in this run`}). machinery-ts runs twice: with task states in **RedisBackend** on the
+  concurrency + readAhead (${READ_AHEAD === undefined ? '= 2 × concurrency: an unset readAhead stays at concurrency on AMQP' : `readAhead ${READ_AHEAD} in this run`}). machinery-ts runs twice: with task states in **RedisBackend** on the
   Redis server above (what a user wanting durable results next to a durable queue would run; more work per task
   than raw amqplib does), and with **NullBackend**, which stores nothing — the same durability as raw amqplib, whose
   completion count lives in the worker process, as machinery-ts's does in that run.

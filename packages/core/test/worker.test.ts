@@ -668,3 +668,68 @@ describe('NullBackend', () => {
     );
   });
 });
+
+describe('Worker read-ahead for short tasks', () => {
+  /** A server whose consumers record each `setPrefetch` (or, with `fixed`, offer none). */
+  function recordingServer(fixed = false) {
+    const server = new Server();
+    servers.push(server);
+    const prefetches: number[] = [];
+    const consume = server.broker.consume.bind(server.broker);
+    server.broker.consume = async (queue, options) => {
+      prefetches.push(options.prefetch);
+      const sub = await consume(queue, options);
+      if (fixed) return { stop: () => sub.stop() };
+      return {
+        stop: () => sub.stop(),
+        setPrefetch: (n: number) => {
+          prefetches.push(n);
+          sub.setPrefetch?.(n);
+        },
+      };
+    };
+    server.registerTask('quick', () => 'q');
+    server.registerTask('slow', async () => {
+      await new Promise((r) => setTimeout(r, 5));
+      return 's';
+    });
+    const run = async (name: string, n: number) => {
+      const results = await server.sendTasks(Array.from({ length: n }, () => ({ Name: name })));
+      await Promise.all(results.map((r) => r.get({ timeoutMs: 5000 })));
+    };
+    const start = async (options: Parameters<Server['newWorker']>[0]) => {
+      const worker = server.newWorker({ handleSignals: false, ...options });
+      workers.push(worker);
+      await worker.start();
+      return worker;
+    };
+    return { prefetches, run, start };
+  }
+
+  it('an unset readAhead holds 3 × concurrency while tasks are short, and concurrency again once they average 2 ms or more', async () => {
+    const { prefetches, run, start } = recordingServer();
+    const worker = await start({ concurrency: 2 });
+    expect(worker.readAhead).toBe(2);
+    await run('quick', 20);
+    expect(worker.readAhead).toBe(6);
+    expect(prefetches).toEqual([4, 8]);
+    // Twelve 5 ms tasks move the mean from near 0 past 2 ms (the eighth does).
+    await run('slow', 12);
+    expect(worker.readAhead).toBe(2);
+    expect(prefetches).toEqual([4, 8, 4]);
+  });
+
+  it('keeps a readAhead that is set, and concurrency on a broker that cannot change its prefetch', async () => {
+    const set = recordingServer();
+    const fixedByUser = await set.start({ concurrency: 2, readAhead: 1 });
+    await set.run('quick', 20);
+    expect(fixedByUser.readAhead).toBe(1);
+    expect(set.prefetches).toEqual([3]);
+
+    const fixedBroker = recordingServer(true);
+    const unset = await fixedBroker.start({ concurrency: 2 });
+    await fixedBroker.run('quick', 20);
+    expect(unset.readAhead).toBe(2);
+    expect(fixedBroker.prefetches).toEqual([4]);
+  });
+});
