@@ -121,10 +121,12 @@ export class Worker {
 
   constructor(server: Server, options: WorkerOptions = {}) {
     this.#server = server;
+    // An option given as undefined (`{ readAhead: config.readAhead }`) is one left unset.
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as WorkerOptions;
     this.#opts = {
       consumerTag: 'machinery-ts-worker',
       concurrency: 10,
-      readAhead: options.concurrency ?? 10,
+      readAhead: given.concurrency ?? 10,
       queue: server.defaultQueue,
       taskTimeoutMs: 0,
       maxRetryDelayMs: 3_600_000,
@@ -133,9 +135,9 @@ export class Worker {
       unknownTaskRequeues: 5,
       progressStates: 'all',
       handleSignals: true,
-      ...options,
+      ...given,
     };
-    this.#adaptive = options.readAhead === undefined;
+    this.#adaptive = given.readAhead === undefined;
     if (!(this.#opts.concurrency >= 1)) throw new RangeError(`concurrency must be at least 1, found ${this.#opts.concurrency}`);
     if (!(this.#opts.readAhead >= 0)) throw new RangeError(`readAhead must be 0 or more, found ${this.#opts.readAhead}`);
     if (!['all', 'started', 'none'].includes(this.#opts.progressStates)) {

@@ -603,12 +603,13 @@ describe('Worker slots and prefetch', () => {
       prefetches.push(options.prefetch);
       return consume(queue, options);
     };
-    for (const options of [{ concurrency: 7 }, { concurrency: 7, readAhead: 0 }, {}]) {
+    // Options given as undefined (from a config object) count as unset.
+    for (const options of [{ concurrency: 7 }, { concurrency: 7, readAhead: 0 }, {}, { concurrency: 7, readAhead: undefined }, { concurrency: undefined }]) {
       const w = server.newWorker({ handleSignals: false, ...options });
       await w.start();
       await w.stop();
     }
-    expect(prefetches).toEqual([14, 7, 20]);
+    expect(prefetches).toEqual([14, 7, 20, 14, 20]);
     expect(() => server.newWorker({ readAhead: -1 })).toThrow('readAhead must be 0 or more, found -1');
     // @ts-expect-error a misspelt setting from JavaScript or a config file
     expect(() => server.newWorker({ progressStates: 'All' })).toThrow(`progressStates must be 'all', 'started' or 'none', found "All"`);
