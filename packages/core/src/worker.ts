@@ -31,8 +31,9 @@ export interface WorkerOptions {
    * Deliveries held beyond `concurrency`, ready to start, so a finished task's slot refills
    * without waiting for the broker. A number fixes it; for long tasks, 0 or 1 leaves waiting
    * messages to idle workers instead. Unset, it is `concurrency` (about what Go's Redis worker
-   * holds) and three times that while tasks average under a millisecond, on brokers that can
-   * change a running consumer's prefetch (Redis, SQS, memory): see `SHORT_TASK_MS`.
+   * holds), and three times that while tasks average under 1 ms (until they average 2 ms), on
+   * brokers that can change a running consumer's prefetch (`Subscription.setPrefetch`: Redis,
+   * SQS, memory; not AMQP). `Worker.readAhead` tells which it is now.
    * @default concurrency, or 3 × concurrency for short tasks
    */
   readonly readAhead?: number;
@@ -110,8 +111,8 @@ export class Worker {
   readonly #settling = new Map<Delivery, Promise<void>>();
   readonly #unknownSeen = new Map<string, number>();
   #subscription: Subscription | undefined;
-  /** `readAhead` was left unset: it follows the tasks' mean time (see `#timed`). */
-  readonly #adaptive: boolean;
+  /** `readAhead` was left unset and the broker can change its prefetch: it follows the tasks' mean time (see `#timed`). */
+  #adaptive: boolean;
   /** Mean time a task holds its slot, ms, weighted to recent ones; NaN before the first. */
   #meanTaskMs = Number.NaN;
   /** Holding the deeper read-ahead of short tasks now. */
@@ -156,6 +157,7 @@ export class Worker {
       },
       onError: (err) => this.#reportError(err),
     });
+    if (!this.#subscription.setPrefetch) this.#adaptive = false;
   }
 
   /**
@@ -257,6 +259,7 @@ export class Worker {
     const mean = Number.isNaN(this.#meanTaskMs) ? ms : this.#meanTaskMs + (ms - this.#meanTaskMs) * MEAN_WEIGHT;
     this.#meanTaskMs = mean;
     const deep = this.#deep ? mean < LONG_TASK_MS : mean < SHORT_TASK_MS;
+    // Before `start()` has the subscription (a broker may deliver from inside `consume`), the switch waits for a later task.
     if (deep === this.#deep || !this.#subscription?.setPrefetch) return;
     this.#deep = deep;
     try {
