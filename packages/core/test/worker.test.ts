@@ -593,21 +593,48 @@ describe('Server.sendTasks', () => {
   });
 });
 
+/** A server whose consumers record the prefetch they start with and each `setPrefetch` (or, with `fixed`, offer none). */
+function recordingServer(fixed = false) {
+  const server = new Server();
+  servers.push(server);
+  const prefetches: number[] = [];
+  const consume = server.broker.consume.bind(server.broker);
+  server.broker.consume = async (queue, options) => {
+    prefetches.push(options.prefetch);
+    const sub = await consume(queue, options);
+    if (fixed) return { stop: () => sub.stop() };
+    return {
+      stop: () => sub.stop(),
+      setPrefetch: (n: number) => {
+        prefetches.push(n);
+        sub.setPrefetch?.(n);
+      },
+    };
+  };
+  server.registerTask('quick', () => 'q');
+  server.registerTask('slow', async () => {
+    await new Promise((r) => setTimeout(r, 5));
+    return 's';
+  });
+  const run = async (name: string, n: number) => {
+    const results = await server.sendTasks(Array.from({ length: n }, () => ({ Name: name })));
+    await Promise.all(results.map((r) => r.get({ timeoutMs: 5000 })));
+  };
+  const start = async (options: Parameters<Server['newWorker']>[0]) => {
+    const worker = server.newWorker({ handleSignals: false, ...options });
+    workers.push(worker);
+    await worker.start();
+    return worker;
+  };
+  return { server, prefetches, run, start };
+}
+
 describe('Worker slots and prefetch', () => {
   it('asks the broker for concurrency + readAhead (default: concurrency) and refuses a negative readAhead', async () => {
-    const server = new Server();
-    servers.push(server);
-    const prefetches: number[] = [];
-    const consume = server.broker.consume.bind(server.broker);
-    server.broker.consume = async (queue, options) => {
-      prefetches.push(options.prefetch);
-      return consume(queue, options);
-    };
+    const { server, prefetches, start } = recordingServer();
     // Options given as undefined (from a config object) count as unset.
     for (const options of [{ concurrency: 7 }, { concurrency: 7, readAhead: 0 }, {}, { concurrency: 7, readAhead: undefined }, { concurrency: undefined }]) {
-      const w = server.newWorker({ handleSignals: false, ...options });
-      await w.start();
-      await w.stop();
+      await (await start(options)).stop();
     }
     expect(prefetches).toEqual([14, 7, 20, 14, 20]);
     expect(() => server.newWorker({ readAhead: -1 })).toThrow('readAhead must be 0 or more, found -1');
@@ -671,42 +698,6 @@ describe('NullBackend', () => {
 });
 
 describe('Worker read-ahead for short tasks', () => {
-  /** A server whose consumers record each `setPrefetch` (or, with `fixed`, offer none). */
-  function recordingServer(fixed = false) {
-    const server = new Server();
-    servers.push(server);
-    const prefetches: number[] = [];
-    const consume = server.broker.consume.bind(server.broker);
-    server.broker.consume = async (queue, options) => {
-      prefetches.push(options.prefetch);
-      const sub = await consume(queue, options);
-      if (fixed) return { stop: () => sub.stop() };
-      return {
-        stop: () => sub.stop(),
-        setPrefetch: (n: number) => {
-          prefetches.push(n);
-          sub.setPrefetch?.(n);
-        },
-      };
-    };
-    server.registerTask('quick', () => 'q');
-    server.registerTask('slow', async () => {
-      await new Promise((r) => setTimeout(r, 5));
-      return 's';
-    });
-    const run = async (name: string, n: number) => {
-      const results = await server.sendTasks(Array.from({ length: n }, () => ({ Name: name })));
-      await Promise.all(results.map((r) => r.get({ timeoutMs: 5000 })));
-    };
-    const start = async (options: Parameters<Server['newWorker']>[0]) => {
-      const worker = server.newWorker({ handleSignals: false, ...options });
-      workers.push(worker);
-      await worker.start();
-      return worker;
-    };
-    return { prefetches, run, start };
-  }
-
   it('an unset readAhead holds 3 × concurrency while tasks are short, and concurrency again once they average 2 ms or more', async () => {
     const { prefetches, run, start } = recordingServer();
     const worker = await start({ concurrency: 2 });
