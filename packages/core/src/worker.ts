@@ -243,11 +243,15 @@ export class Worker {
 
   /** Deliveries held beyond those running now (`readAhead`, or what an unset one has become). */
   get readAhead(): number {
-    return this.#deep ? DEEP_READ_AHEAD * this.#opts.concurrency : this.#opts.readAhead;
+    return this.#readAheadWhen(this.#deep);
   }
 
-  #prefetch(): number {
-    return this.#opts.concurrency + this.readAhead;
+  #readAheadWhen(deep: boolean): number {
+    return deep ? DEEP_READ_AHEAD * this.#opts.concurrency : this.#opts.readAhead;
+  }
+
+  #prefetch(deep = this.#deep): number {
+    return this.#opts.concurrency + this.#readAheadWhen(deep);
   }
 
   /**
@@ -261,12 +265,15 @@ export class Worker {
     const deep = this.#deep ? mean < LONG_TASK_MS : mean < SHORT_TASK_MS;
     // Before `start()` has the subscription (a broker may deliver from inside `consume`), the switch waits for a later task.
     if (deep === this.#deep || !this.#subscription?.setPrefetch) return;
-    this.#deep = deep;
+    const prefetch = this.#prefetch(deep);
     try {
-      this.#subscription.setPrefetch(this.#prefetch());
+      this.#subscription.setPrefetch(prefetch);
+      this.#deep = deep;
     } catch (err) {
-      // Called from a slot's release, which must not throw: the old bound stays, and the next switch tries again.
-      this.#reportError(err as Error);
+      // Called from a slot's release, which must not throw. The broker keeps the bound it has,
+      // and the worker stops adapting rather than failing the same way at every task.
+      this.#adaptive = false;
+      this.#reportError(new Error(`readAhead stays at ${this.readAhead}: the broker refused a prefetch of ${prefetch}: ${(err as Error).message}`, { cause: err }));
     }
   }
 

@@ -593,8 +593,11 @@ describe('Server.sendTasks', () => {
   });
 });
 
-/** A server whose consumers record the prefetch they start with and each `setPrefetch` (or, with `fixed`, offer none). */
-function recordingServer(fixed = false) {
+/**
+ * A server whose consumers record the prefetch they start with and each `setPrefetch`; with
+ * `fixed` they offer none, with `refuses` theirs throws.
+ */
+function recordingServer(broker: 'changes' | 'fixed' | 'refuses' = 'changes') {
   const server = new Server();
   servers.push(server);
   const prefetches: number[] = [];
@@ -602,11 +605,12 @@ function recordingServer(fixed = false) {
   server.broker.consume = async (queue, options) => {
     prefetches.push(options.prefetch);
     const sub = await consume(queue, options);
-    if (fixed) return { stop: () => sub.stop() };
+    if (broker === 'fixed') return { stop: () => sub.stop() };
     return {
       stop: () => sub.stop(),
       setPrefetch: (n: number) => {
         prefetches.push(n);
+        if (broker === 'refuses') throw new Error('channel closed');
         sub.setPrefetch?.(n);
       },
     };
@@ -620,13 +624,14 @@ function recordingServer(fixed = false) {
     const results = await server.sendTasks(Array.from({ length: n }, () => ({ Name: name })));
     await Promise.all(results.map((r) => r.get({ timeoutMs: 5000 })));
   };
+  const errors: string[] = [];
   const start = async (options: Parameters<Server['newWorker']>[0]) => {
-    const worker = server.newWorker({ handleSignals: false, ...options });
+    const worker = server.newWorker({ handleSignals: false, onError: (e) => errors.push(e.message), ...options });
     workers.push(worker);
     await worker.start();
     return worker;
   };
-  return { server, prefetches, run, start };
+  return { server, prefetches, errors, run, start };
 }
 
 describe('Worker slots and prefetch', () => {
@@ -718,10 +723,20 @@ describe('Worker read-ahead for short tasks', () => {
     expect(fixedByUser.readAhead).toBe(1);
     expect(set.prefetches).toEqual([3]);
 
-    const fixedBroker = recordingServer(true);
+    const fixedBroker = recordingServer('fixed');
     const unset = await fixedBroker.start({ concurrency: 2 });
     await fixedBroker.run('quick', 20);
     expect(unset.readAhead).toBe(2);
     expect(fixedBroker.prefetches).toEqual([4]);
+  });
+
+  it('a broker that refuses the change keeps its bound: reported once, readAhead unchanged, tasks still run', async () => {
+    const { prefetches, errors, run, start } = recordingServer('refuses');
+    const worker = await start({ concurrency: 2 });
+    await run('quick', 20);
+    await run('quick', 20);
+    expect(worker.readAhead).toBe(2);
+    expect(prefetches).toEqual([4, 8]);
+    expect(errors).toEqual(['readAhead stays at 2: the broker refused a prefetch of 8: channel closed']);
   });
 });
